@@ -1,0 +1,9 @@
+//! Gives each image its own linker script. Runs on the host when `cargo xtask image` builds the
+//! boot-sector crate for the 16-bit target.
+
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    println!("cargo:rustc-link-arg-bin=boot-sector=-T{dir}/linker.ld");
+    println!("cargo:rerun-if-changed=linker.ld");
+    println!("cargo:rerun-if-changed=build.rs");
+}

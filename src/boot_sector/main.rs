@@ -1,0 +1,26 @@
+//! The boot sector: the BIOS loads these 512 bytes at 0x7C00 and jumps to them.
+//!
+//! Boot flow: `asm/boot_sector.s` far-jumps to 0000:7C05, `asm/start.s` sets segments, stack and
+//! unreal mode, then `vm_main` programs COM1, prints the message on COM1 and through BIOS
+//! INT 10h, and idles in `hlt`.
+
+#![no_std]
+#![no_main]
+#![warn(unsafe_op_in_unsafe_fn)]
+
+mod bios;
+
+use vm512::{idle, message, serial};
+
+core::arch::global_asm!(include_str!("../asm/boot_sector.s"));
+
+/// Entered by a jump from `asm/start.s`, never called: it never returns.
+#[unsafe(no_mangle)]
+extern "C" fn vm_main() -> ! {
+    serial::init();
+    message::for_each_byte(|byte| {
+        serial::write(byte);
+        bios::teletype(byte);
+    });
+    idle::forever()
+}

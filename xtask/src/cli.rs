@@ -1,0 +1,122 @@
+//! The command line: subcommands and their options.
+
+use std::ffi::OsString;
+
+use anyhow::{Context, Result, bail};
+
+pub const USAGE: &str = "\
+cargo xtask: build, boot and test the 512-byte VM
+
+USAGE:
+    cargo xtask <COMMAND> [OPTIONS]
+
+COMMANDS:
+    image   Build the boot sector and write target/images/512-byte-vm.raw
+    run     Build the image and boot it in QEMU (Ctrl-C to stop)
+    test    Build the images and run every test, boot tests in QEMU included
+    help    Print this help
+
+OPTIONS (image, run):
+    --message TEXT   The line the VM prints (printable ASCII) [default: Hello World!]
+";
+
+/// The message a plain build prints.
+pub const DEFAULT_MESSAGE: &str = "Hello World!";
+
+/// What to build: shared by `image` and `run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageOptions {
+    pub message: String,
+}
+
+impl Default for ImageOptions {
+    fn default() -> Self {
+        ImageOptions {
+            message: DEFAULT_MESSAGE.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Help,
+    Image(ImageOptions),
+    Run(ImageOptions),
+    Test,
+}
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
+    use lexopt::prelude::*;
+
+    let mut parser = lexopt::Parser::from_args(args);
+    let command = match parser.next()? {
+        None => return Ok(Command::Help),
+        Some(Value(command)) => command.string()?,
+        Some(Long("help") | Short('h')) => return Ok(Command::Help),
+        Some(other) => bail!("{}; a command comes first\n\n{USAGE}", other.unexpected()),
+    };
+    let takes_image_options = matches!(command.as_str(), "image" | "run");
+    let mut options = ImageOptions::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("help") | Short('h') => return Ok(Command::Help),
+            Long("message") | Short('m') if takes_image_options => {
+                options.message = parser
+                    .value()?
+                    .into_string()
+                    .map_err(|_| anyhow::anyhow!("--message must be printable ASCII text"))?;
+            }
+            other => {
+                return Err(other.unexpected())
+                    .with_context(|| format!("`cargo xtask {command}`: see `cargo xtask help`"));
+            }
+        }
+    }
+    Ok(match command.as_str() {
+        "image" => Command::Image(options),
+        "run" => Command::Run(options),
+        "test" => Command::Test,
+        "help" => Command::Help,
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Command> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn no_command_prints_help() {
+        assert_eq!(parse_str(&[]).unwrap(), Command::Help);
+        assert_eq!(parse_str(&["--help"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn image_takes_a_message() {
+        assert_eq!(
+            parse_str(&["image"]).unwrap(),
+            Command::Image(ImageOptions::default())
+        );
+        let parsed = parse_str(&["image", "--message", "Booted OK"]).unwrap();
+        assert_eq!(
+            parsed,
+            Command::Image(ImageOptions {
+                message: "Booted OK".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_commands_and_options_are_refused() {
+        let error = parse_str(&["imagine"]).unwrap_err().to_string();
+        assert!(error.contains("unknown command `imagine`"), "{error}");
+        let error = format!("{:#}", parse_str(&["image", "--colour"]).unwrap_err());
+        assert!(error.contains("--colour"), "{error}");
+        assert!(parse_str(&["test", "--message", "x"]).is_err());
+        assert!(parse_str(&["image", "--message"]).is_err());
+    }
+}

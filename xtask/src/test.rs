@@ -1,0 +1,77 @@
+//! `cargo xtask test`: builds the images the boot tests need, then runs every test of the xtask
+//! (unit tests and boot tests) with `cargo test`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::build::cargo;
+use crate::cli::ImageOptions;
+use crate::{image, project_root, qemu};
+
+/// Environment variable naming the directory of images built for the tests.
+pub const IMAGES_ENV: &str = "VM512_TEST_IMAGES";
+/// Environment variable naming the directory with the linked ELF files.
+pub const ELF_ENV: &str = "VM512_TEST_ELF_DIR";
+/// Environment variable naming the LLVM tools directory (llvm-objcopy, llvm-objdump).
+pub const LLVM_ENV: &str = "VM512_LLVM_BIN";
+
+pub fn run() -> Result<()> {
+    qemu::binary()?;
+    let dir = project_root().join("target").join("test-images");
+    println!("building the test images in {}", dir.display());
+    image::build_images(&ImageOptions::default(), &dir)?;
+    let elf_dir = project_root().join("target/i386-code16-boot-sector/release");
+
+    println!("running the tests (boot tests start QEMU)");
+    let status = cargo()
+        .current_dir(project_root())
+        .args(["test", "--package", "xtask", "--"])
+        // Boot tests spend most of their time waiting on QEMU: run more than there are cores.
+        .arg(format!("--test-threads={}", test_threads()))
+        .env(IMAGES_ENV, &dir)
+        .env(ELF_ENV, &elf_dir)
+        .env(LLVM_ENV, llvm_bin_dir()?)
+        .status()
+        .context("could not start cargo test")?;
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    Ok(())
+}
+
+fn test_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+}
+
+/// `<sysroot>/lib/rustlib/<host>/bin`, where the `llvm-tools` component puts its binaries.
+pub fn llvm_bin_dir() -> Result<PathBuf> {
+    let rustc = |arg: &str| -> Result<String> {
+        let out = Command::new("rustc")
+            .current_dir(project_root())
+            .arg(arg)
+            .output()
+            .context("running rustc")?;
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    };
+    let sysroot = rustc("--print=sysroot")?;
+    let host = rustc("-vV")?
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_string)
+        .context("rustc -vV names no host")?;
+    let dir = PathBuf::from(sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin");
+    if !dir.join("llvm-objcopy").exists() {
+        bail!(
+            "llvm-objcopy is missing from {}: install the toolchain's components with \
+             `rustup toolchain install` in {}",
+            dir.display(),
+            project_root().display()
+        );
+    }
+    Ok(dir)
+}
