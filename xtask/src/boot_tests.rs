@@ -6,8 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::cli::DEFAULT_MESSAGE;
+use crate::formats::Format;
 use crate::image::{self, Image};
-use crate::qemu::{Vm, VmConfig};
+use crate::qemu::{Bus, Vm, VmConfig};
 use crate::test::{ELF_ENV, IMAGES_ENV, LLVM_ENV};
 
 /// How long a boot may take to print, generous for software emulation on a loaded machine.
@@ -76,10 +77,7 @@ fn flat_boot_sector_matches_llvm_objcopy() {
     assert!(status.success());
     let theirs = std::fs::read(&out).unwrap();
     assert_eq!(theirs.len(), 512, "objcopy output spans the whole sector");
-    assert!(
-        ours.bytes == theirs,
-        "our ELF-to-flat step and llvm-objcopy disagree"
-    );
+    assert!(ours.bytes == theirs, "our ELF-to-flat step and llvm-objcopy disagree");
 }
 
 #[test]
@@ -87,20 +85,11 @@ fn built_image_is_a_boot_sector_with_the_default_message() {
     let bytes = std::fs::read(test_image("raw")).unwrap();
     image::check_boot_sector(&bytes).unwrap();
     let elf = image::read_boot_sector(&env_dir(ELF_ENV).join("boot-sector")).unwrap();
-    let built = Image {
-        bytes,
-        ..elf.clone()
-    };
+    let built = Image { bytes, ..elf.clone() };
     assert_eq!(built.message(), DEFAULT_MESSAGE.as_bytes());
-    assert_eq!(
-        built.code_bytes() + built.message_bytes() + built.free_bytes() + 2,
-        512
-    );
+    assert_eq!(built.code_bytes() + built.message_bytes() + built.free_bytes() + 2, 512);
     // The code in front of the message is what the ELF linked.
-    assert_eq!(
-        built.bytes[..elf.code_bytes()],
-        elf.bytes[..elf.code_bytes()]
-    );
+    assert_eq!(built.bytes[..elf.code_bytes()], elf.bytes[..elf.code_bytes()]);
 }
 
 #[test]
@@ -125,19 +114,161 @@ fn a_custom_message_is_what_com1_carries() {
 fn the_idle_check_catches_a_vm_that_spins() {
     let mut bytes = std::fs::read(test_image("raw")).unwrap();
     const STI_HLT: [u8; 2] = [0xFB, 0xF4];
-    let at = bytes
-        .windows(2)
-        .position(|w| w == STI_HLT)
-        .expect("the idle loop's `sti; hlt`");
+    let at = bytes.windows(2).position(|w| w == STI_HLT).expect("the idle loop's `sti; hlt`");
     bytes[at + 1] = 0x90; // nop
     let path = scratch("spin").join("spin.raw");
     image::write_atomically(&path, &bytes).unwrap();
     let mut vm = Vm::start(&VmConfig::disk(&path)).unwrap();
     vm.wait_for(b"\r\n", BOOT_TIMEOUT).unwrap();
     let share = vm.cpu_share_over(IDLE_WINDOW).unwrap();
+    // Sharing the cores with the other tests' QEMUs, it may not get a whole one; what matters
+    // is that the check the other tests make fails.
     assert!(
-        share > 0.3,
-        "a spinning VM used only {:.1}% of a core",
+        share > IDLE_LIMIT,
+        "a spinning VM passed the idle check ({:.1}% of a core)",
         share * 100.0
     );
+}
+
+/// Starts every config at once, then checks that each prints exactly `message` CR LF. Reports
+/// every cell that failed, not just the first.
+pub fn assert_all_print(configs: &[VmConfig], message: &str) {
+    let line = format!("{message}\r\n");
+    let mut vms: Vec<_> = configs.iter().map(|config| Vm::start(config).unwrap()).collect();
+    let failures: Vec<String> = vms
+        .iter_mut()
+        .filter_map(|vm| match vm.wait_for(line.as_bytes(), BOOT_TIMEOUT) {
+            Err(error) => Some(format!("{error:#}")),
+            Ok(_) if vm.serial_output() != line.as_bytes() => Some(format!(
+                "{}: COM1 carried {:?}",
+                vm.description(),
+                String::from_utf8_lossy(&vm.serial_output())
+            )),
+            Ok(_) => None,
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}",
+        failures.len(),
+        vms.len(),
+        failures.join("\n")
+    );
+}
+
+/// `format` booted on every disk bus hypervisors use.
+fn assert_boots_on_every_bus(format: Format) {
+    let image = test_image(format.extension());
+    let configs: Vec<_> = Bus::ALL.iter().map(|&bus| VmConfig::boot(&image, format, bus)).collect();
+    assert_all_print(&configs, DEFAULT_MESSAGE);
+}
+
+#[test]
+fn img_boots_on_every_bus() {
+    assert_boots_on_every_bus(Format::Img);
+}
+
+#[test]
+fn qcow2_boots_on_every_bus() {
+    assert_boots_on_every_bus(Format::Qcow2);
+}
+
+#[test]
+fn vmdk_boots_on_every_bus() {
+    assert_boots_on_every_bus(Format::Vmdk);
+}
+
+#[test]
+fn vdi_boots_on_every_bus() {
+    assert_boots_on_every_bus(Format::Vdi);
+}
+
+#[test]
+fn vhd_boots_on_every_bus() {
+    assert_boots_on_every_bus(Format::Vhd);
+}
+
+/// The ISO on IDE (`pc`) and AHCI (`q35`) CD drives. SeaBIOS loads El Torito images at
+/// 07C0:0000, so this is also the boot at CS=07C0 that the far jump must normalise.
+#[test]
+fn iso_boots_from_ide_and_ahci_cd_drives_and_idles() {
+    let image = test_image("iso");
+    let configs: Vec<_> =
+        [Bus::Ide, Bus::Ahci].iter().map(|&bus| VmConfig::boot(&image, Format::Iso, bus)).collect();
+    assert_all_print(&configs, DEFAULT_MESSAGE);
+    assert_boots_and_idles(&configs[0], DEFAULT_MESSAGE);
+}
+
+/// What `qemu-img info` calls each disk artifact, and `qemu-img check` where it has one.
+#[test]
+fn qemu_img_identifies_and_checks_every_disk_format() {
+    let qemu_img = crate::qemu::img_binary().unwrap();
+    for (format, expected, checkable) in [
+        (Format::Raw, "raw", false),
+        (Format::Img, "raw", false),
+        (Format::Qcow2, "qcow2", true),
+        (Format::Vmdk, "vmdk", true),
+        (Format::Vdi, "vdi", true),
+        (Format::Vhd, "vpc", false), // qemu-img has no check for vpc
+    ] {
+        let path = test_image(format.extension());
+        let info = Command::new(&qemu_img).arg("info").arg(&path).output().unwrap();
+        let info = String::from_utf8_lossy(&info.stdout).into_owned();
+        assert!(info.contains(&format!("file format: {expected}\n")), "{}: {info}", path.display());
+        let virtual_size = if format == Format::Raw { 512 } else { crate::formats::DISK_SIZE };
+        assert!(info.contains(&format!("({virtual_size} bytes)")), "{}: {info}", path.display());
+        if checkable {
+            let check = Command::new(&qemu_img).arg("check").arg(&path).output().unwrap();
+            assert!(check.status.success(), "qemu-img check {}: {check:?}", path.display());
+        }
+    }
+}
+
+/// Each artifact is no larger than the original bundle's, the ISO at most 64 KiB, raw exactly 512.
+#[test]
+fn artifacts_are_no_larger_than_the_original_bundle() {
+    for format in Format::ALL {
+        let size = std::fs::metadata(test_image(format.extension())).unwrap().len();
+        if let Some(original) = format.original_size() {
+            assert!(
+                size <= original,
+                "{}: {size} bytes > the original's {original}",
+                format.name()
+            );
+        }
+    }
+    assert_eq!(std::fs::metadata(test_image("raw")).unwrap().len(), 512);
+    assert!(std::fs::metadata(test_image("iso")).unwrap().len() <= 64 * 1024);
+}
+
+/// Two builds, the second from a clean crate: raw, img, qcow2 and iso are identical; the
+/// formats that embed random identifiers by design differ.
+#[test]
+fn deterministic_formats_rebuild_bit_for_bit() {
+    let first = env_dir(IMAGES_ENV);
+    let second = first.with_file_name(crate::test::REBUILD_DIR);
+    let sums = |dir: &Path| std::fs::read_to_string(dir.join(image::CHECKSUMS)).unwrap();
+    let (first_sums, second_sums) = (sums(&first), sums(&second));
+    for format in Format::ALL {
+        let name = image::artifact_path(Path::new(""), format.extension());
+        let name = name.to_string_lossy();
+        let line = |sums: &str| {
+            sums.lines().find(|l| l.ends_with(&format!("  {name}"))).unwrap().to_string()
+        };
+        let same = line(&first_sums) == line(&second_sums);
+        assert_eq!(same, !format.embeds_random_ids(), "{name}: same SHA-256 twice is {same}");
+    }
+}
+
+/// SHA256SUMS verifies with `sha256sum -c`.
+#[test]
+fn sha256sums_verifies_with_sha256sum() {
+    let dir = env_dir(IMAGES_ENV);
+    let out = Command::new("sha256sum")
+        .args(["-c", image::CHECKSUMS])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches(": OK").count(), Format::ALL.len());
 }

@@ -1,6 +1,6 @@
 //! Compiling the boot-sector crate for the 16-bit target.
 //!
-//! `--target`, `-Zbuild-std` and `-Zjson-target-spec` stay on this one cargo invocation: set
+//! `--target`, `-Zbuild-std` and `-Zjson-target-spec` stay on these cargo invocations: set
 //! globally they would hit the host-side xtask too.
 
 use std::path::PathBuf;
@@ -23,38 +23,46 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Builds the boot sector in the size-tuned release profile and returns where its ELF is.
-pub fn build_elfs() -> Result<Elfs> {
+/// A cargo command for the boot-sector crate on the 16-bit target, in `target/`.
+fn boot_crate_cargo(subcommand: &str) -> Command {
     let root = project_root();
-    let target_dir = root.join("target");
-    let status = cargo()
+    let mut command = cargo();
+    command
         .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "vm512",
-            "--bins",
-            "--target",
-            TARGET_SPEC,
-        ])
-        .args([
-            "-Zbuild-std=core",
-            "-Zbuild-std-features=compiler-builtins-mem",
-            "-Zjson-target-spec",
-        ])
+        .args([subcommand, "--release", "--package", "vm512", "--target", TARGET_SPEC])
+        .arg("-Zjson-target-spec")
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(root.join("target"))
         // Flags meant for the host would break the 16-bit build (and rebuild core each time).
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    command
+}
+
+/// Builds the images' ELF files in the size-tuned release profile and returns where they are.
+pub fn build_elfs() -> Result<Elfs> {
+    let status = boot_crate_cargo("build")
+        .args(["--bins", "-Zbuild-std=core", "-Zbuild-std-features=compiler-builtins-mem"])
         .status()
         .context("could not start cargo to build the boot sector")?;
     if !status.success() {
         bail!("building the boot sector failed ({status}); cargo's messages are above");
     }
-    let out = target_dir.join("i386-code16-boot-sector").join("release");
-    Ok(Elfs {
-        boot_sector: out.join("boot-sector"),
-    })
+    Ok(Elfs { boot_sector: elf_dir().join("boot-sector") })
+}
+
+/// Removes the boot-sector crate's build output (not `core`'s), so that the next build starts
+/// from its sources.
+pub fn clean_boot_crate() -> Result<()> {
+    let status =
+        boot_crate_cargo("clean").arg("--quiet").status().context("running cargo clean")?;
+    if !status.success() {
+        bail!("cargo clean of the boot-sector crate failed ({status})");
+    }
+    Ok(())
+}
+
+/// Where cargo leaves the linked images.
+pub fn elf_dir() -> PathBuf {
+    project_root().join("target").join("i386-code16-boot-sector").join("release")
 }

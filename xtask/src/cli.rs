@@ -4,6 +4,8 @@ use std::ffi::OsString;
 
 use anyhow::{Context, Result, bail};
 
+use crate::formats::Format;
+
 pub const USAGE: &str = "\
 cargo xtask: build, boot and test the 512-byte VM
 
@@ -11,13 +13,17 @@ USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    image   Build the boot sector and write target/images/512-byte-vm.raw
-    run     Build the image and boot it in QEMU (Ctrl-C to stop)
+    image   Build the VM and write target/images/512-byte-vm.<ext> and SHA256SUMS
+    run     Build the VM and boot it in QEMU (Ctrl-C to stop)
     test    Build the images and run every test, boot tests in QEMU included
     help    Print this help
 
 OPTIONS (image, run):
-    --message TEXT   The line the VM prints (printable ASCII) [default: Hello World!]
+    -m, --message TEXT   The line the VM prints (printable ASCII) [default: Hello World!]
+    -f, --format LIST    image: formats to write, comma-separated, or `all` [default: raw]
+                         run: the one format to boot [default: raw]
+                         Formats: raw (the 512-byte sector), img (raw padded to 1 MiB),
+                         qcow2, vmdk, vdi, vhd, iso
 ";
 
 /// The message a plain build prints.
@@ -27,13 +33,12 @@ pub const DEFAULT_MESSAGE: &str = "Hello World!";
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageOptions {
     pub message: String,
+    pub formats: Vec<Format>,
 }
 
 impl Default for ImageOptions {
     fn default() -> Self {
-        ImageOptions {
-            message: DEFAULT_MESSAGE.to_string(),
-        }
+        ImageOptions { message: DEFAULT_MESSAGE.to_string(), formats: vec![Format::Raw] }
     }
 }
 
@@ -66,6 +71,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                     .into_string()
                     .map_err(|_| anyhow::anyhow!("--message must be printable ASCII text"))?;
             }
+            Long("format") | Short('f') if takes_image_options => {
+                let list = parser.value()?.string()?;
+                options.formats = Format::parse_list(&list)?;
+                if command == "run" && options.formats.len() != 1 {
+                    bail!("`run` boots one format; got `{list}`");
+                }
+            }
             other => {
                 return Err(other.unexpected())
                     .with_context(|| format!("`cargo xtask {command}`: see `cargo xtask help`"));
@@ -97,17 +109,27 @@ mod tests {
 
     #[test]
     fn image_takes_a_message() {
-        assert_eq!(
-            parse_str(&["image"]).unwrap(),
-            Command::Image(ImageOptions::default())
-        );
+        assert_eq!(parse_str(&["image"]).unwrap(), Command::Image(ImageOptions::default()));
         let parsed = parse_str(&["image", "--message", "Booted OK"]).unwrap();
-        assert_eq!(
-            parsed,
-            Command::Image(ImageOptions {
-                message: "Booted OK".into()
-            })
-        );
+        let expected = ImageOptions { message: "Booted OK".into(), ..ImageOptions::default() };
+        assert_eq!(parsed, Command::Image(expected));
+    }
+
+    #[test]
+    fn image_takes_a_format_list_and_run_takes_one_format() {
+        let Command::Image(options) = parse_str(&["image", "--format", "qcow2,iso"]).unwrap()
+        else {
+            panic!("not an image command");
+        };
+        assert_eq!(options.formats, vec![Format::Qcow2, Format::Iso]);
+        let Command::Run(options) = parse_str(&["run", "-f", "vhd"]).unwrap() else {
+            panic!("not a run command");
+        };
+        assert_eq!(options.formats, vec![Format::Vhd]);
+        let error = parse_str(&["run", "--format", "raw,iso"]).unwrap_err().to_string();
+        assert!(error.contains("boots one format"), "{error}");
+        let error = format!("{:#}", parse_str(&["image", "--format", "vhdx"]).unwrap_err());
+        assert!(error.contains("valid formats: raw, img"), "{error}");
     }
 
     #[test]

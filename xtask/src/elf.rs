@@ -52,9 +52,7 @@ pub fn flatten(elf: &[u8], base: u64, size: usize, symbols: &[&str]) -> Result<F
     };
 
     let mut bytes = vec![0u8; size];
-    let sections = header
-        .sections(endian, elf)
-        .context("unreadable section headers")?;
+    let sections = header.sections(endian, elf).context("unreadable section headers")?;
     for (index, section) in sections.enumerate() {
         let flags = u64::from(section.sh_flags(endian));
         let len = u64::from(section.sh_size(endian));
@@ -67,9 +65,7 @@ pub fn flatten(elf: &[u8], base: u64, size: usize, symbols: &[&str]) -> Result<F
         if section.sh_type(endian) == SHT_NOBITS {
             continue; // zero-initialised: the image is already zero there
         }
-        let data = section
-            .data(endian, elf)
-            .with_context(|| format!("section {name}"))?;
+        let data = section.data(endian, elf).with_context(|| format!("section {name}"))?;
         bytes[offset..offset + data.len()].copy_from_slice(data);
     }
 
@@ -85,10 +81,7 @@ pub fn flatten(elf: &[u8], base: u64, size: usize, symbols: &[&str]) -> Result<F
     if let Some(missing) = symbols.iter().find(|name| !found.contains_key(**name)) {
         bail!("the ELF has no symbol `{missing}` (is the linker script in place?)");
     }
-    Ok(Flat {
-        bytes,
-        symbols: found,
-    })
+    Ok(Flat { bytes, symbols: found })
 }
 
 #[cfg(test)]
@@ -98,10 +91,7 @@ mod tests {
     #[test]
     fn refuses_what_is_not_an_elf() {
         let error = flatten(b"MZ\x90\x00 not an ELF", 0x7C00, 512, &[]).unwrap_err();
-        assert!(
-            format!("{error:#}").contains("not a 32-bit ELF"),
-            "{error:#}"
-        );
+        assert!(format!("{error:#}").contains("not a 32-bit ELF"), "{error:#}");
     }
 
     // The layout itself is checked against llvm-objcopy on the real images in boot_tests.rs.

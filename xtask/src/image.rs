@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::build;
 use crate::cli::ImageOptions;
-use crate::elf;
+use crate::formats::{self, DISK_SIZE, Format};
+use crate::{build, elf, iso, qemu};
 
 /// Size of a disk sector, and of the whole boot sector.
 pub const SECTOR_SIZE: usize = 512;
@@ -23,6 +23,8 @@ const MESSAGE_TRAILER: &[u8] = b"\r\n\0";
 
 /// Base name of every artifact: `target/images/512-byte-vm.<ext>`.
 pub const ARTIFACT_STEM: &str = "512-byte-vm";
+/// The checksum file beside the artifacts.
+pub const CHECKSUMS: &str = "SHA256SUMS";
 
 /// A flat image with a message area the xtask fills in.
 #[derive(Debug, Clone)]
@@ -37,12 +39,7 @@ pub struct Image {
 impl Image {
     /// Reads a linked boot sector: flattens it to 512 bytes at 0x7C00.
     pub fn boot_sector_from_elf(elf: &[u8]) -> Result<Image> {
-        let flat = elf::flatten(
-            elf,
-            BOOT_ADDRESS,
-            SECTOR_SIZE,
-            &["__message", "__message_end"],
-        )?;
+        let flat = elf::flatten(elf, BOOT_ADDRESS, SECTOR_SIZE, &["__message", "__message_end"])?;
         let image = Image {
             message_start: flat.symbols["__message"],
             message_end: flat.symbols["__message_end"],
@@ -112,10 +109,7 @@ impl Image {
 /// Checks what a BIOS checks, and the size the format promises.
 pub fn check_boot_sector(bytes: &[u8]) -> Result<()> {
     if bytes.len() != SECTOR_SIZE {
-        bail!(
-            "the boot sector is {} bytes; it must be exactly {SECTOR_SIZE}",
-            bytes.len()
-        );
+        bail!("the boot sector is {} bytes; it must be exactly {SECTOR_SIZE}", bytes.len());
     }
     if bytes[SIGNATURE_OFFSET..] != BOOT_SIGNATURE {
         bail!(
@@ -132,10 +126,7 @@ pub fn validate_message(text: &str) -> Result<()> {
     if text.is_empty() {
         bail!("the message is empty: give at least one printable ASCII character");
     }
-    if let Some((at, bad)) = text
-        .char_indices()
-        .find(|&(_, c)| !(' '..='~').contains(&c))
-    {
+    if let Some((at, bad)) = text.char_indices().find(|&(_, c)| !(' '..='~').contains(&c)) {
         bail!(
             "the message has {bad:?} at byte {at}: only printable ASCII (space to '~') is allowed, \
              no control characters, tabs or non-ASCII letters"
@@ -144,18 +135,69 @@ pub fn validate_message(text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds the boot sector with the options' message and writes it as `dir/512-byte-vm.raw`.
-/// Returns the path written.
-pub fn build_images(options: &ImageOptions, dir: &Path) -> Result<PathBuf> {
-    // Refuse a bad message before spending time on the build.
+/// Builds the boot sector with the options' message and writes each requested format as
+/// `dir/512-byte-vm.<ext>`, then `dir/SHA256SUMS`. Returns the artifacts written.
+pub fn build_images(options: &ImageOptions, dir: &Path) -> Result<Vec<(Format, PathBuf)>> {
+    // Refuse bad input and missing tools before spending time on the build.
     validate_message(&options.message)?;
+    let qemu_img = match options.formats.iter().any(|f| f.qemu_img_args().is_some()) {
+        true => Some(qemu::img_binary()?),
+        false => None,
+    };
     let elfs = build::build_elfs()?;
     let mut image = read_boot_sector(&elfs.boot_sector)?;
     image.set_message(&options.message)?;
     image.check_boot_sector()?;
-    let path = artifact_path(dir, "raw");
-    write_atomically(&path, &image.bytes)?;
-    print_size_report(&image, &path);
+
+    let mut written = Vec::new();
+    for &format in &options.formats {
+        let path = artifact_path(dir, format.extension());
+        match format {
+            Format::Raw => write_atomically(&path, &image.bytes)?,
+            Format::Img => write_atomically(&path, &padded_disk(&image.bytes))?,
+            Format::Iso => write_atomically(&path, &iso::build(&image.bytes))?,
+            _ => {
+                let qemu_img = qemu_img.as_deref().expect("checked above");
+                // qemu-img reads a file: the padded disk, beside the output, removed after.
+                let input = temporary_path(&artifact_path(dir, "disk.raw"));
+                write_atomically(&input, &padded_disk(&image.bytes))?;
+                let result = formats::convert(qemu_img, format, &input, &path);
+                let _ = fs::remove_file(&input);
+                result?;
+            }
+        }
+        written.push((format, path));
+    }
+    let sums = write_checksums(dir)?;
+    print_size_report(&image, &written);
+    println!("wrote {}", sums.display());
+    Ok(written)
+}
+
+/// The boot sector followed by zeros up to the virtual disk size every bus boots.
+pub fn padded_disk(sector: &[u8]) -> Vec<u8> {
+    let mut disk = sector.to_vec();
+    disk.resize(DISK_SIZE as usize, 0);
+    disk
+}
+
+/// Writes `dir/SHA256SUMS` (the `sha256sum -c` format) for every artifact present in `dir`.
+pub fn write_checksums(dir: &Path) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let mut lines = String::new();
+    for format in Format::ALL {
+        let path = artifact_path(dir, format.extension());
+        if !path.exists() {
+            continue;
+        }
+        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let digest = Sha256::digest(&bytes);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let name = path.file_name().unwrap().to_string_lossy();
+        lines.push_str(&format!("{hex}  {name}\n"));
+    }
+    let path = dir.join(CHECKSUMS);
+    write_atomically(&path, lines.as_bytes())?;
     Ok(path)
 }
 
@@ -190,14 +232,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// A hidden name beside `path` for a file being written.
 pub fn temporary_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
-fn print_size_report(image: &Image, path: &Path) {
+fn print_size_report(image: &Image, written: &[(Format, PathBuf)]) {
     println!(
         "boot sector: {SECTOR_SIZE} bytes = {} code + {} message (\"{}\" + CR LF + NUL) + {} free \
          + 2 signature",
@@ -206,7 +245,30 @@ fn print_size_report(image: &Image, path: &Path) {
         String::from_utf8_lossy(image.message()),
         image.free_bytes(),
     );
-    println!("wrote {}", path.display());
+    println!("{:<24} {:>11}  {:>15}  bit for bit", "artifact", "bytes", "original bundle");
+    for (format, path) in written {
+        let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let original = format.original_size().map_or("-".to_string(), thousands);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let reproducible = if format.embeds_random_ids() { "no (random IDs)" } else { "yes" };
+        println!("{name:<24} {:>11}  {original:>15}  {reproducible}", thousands(size));
+    }
+    if let Some(dir) = written.first().and_then(|(_, path)| path.parent()) {
+        println!("in {}", dir.display());
+    }
+}
+
+/// 1048576 -> "1,048,576".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -217,11 +279,7 @@ mod tests {
     fn sample() -> Image {
         let mut bytes = vec![0x90; SECTOR_SIZE];
         bytes[SIGNATURE_OFFSET..].copy_from_slice(&BOOT_SIGNATURE);
-        Image {
-            bytes,
-            message_start: 0x100,
-            message_end: SIGNATURE_OFFSET,
-        }
+        Image { bytes, message_start: 0x100, message_end: SIGNATURE_OFFSET }
     }
 
     #[test]
@@ -254,10 +312,7 @@ mod tests {
         image.set_message(&"x".repeat(room)).unwrap();
         assert_eq!(image.free_bytes(), 0);
         assert_eq!(image.bytes[SIGNATURE_OFFSET..], BOOT_SIGNATURE);
-        let error = image
-            .set_message(&"x".repeat(room + 5))
-            .unwrap_err()
-            .to_string();
+        let error = image.set_message(&"x".repeat(room + 5)).unwrap_err().to_string();
         assert!(error.contains("5 bytes too long"), "{error}");
         assert!(error.contains(&format!("{room} characters fit")), "{error}");
     }
@@ -265,21 +320,11 @@ mod tests {
     #[test]
     fn messages_must_be_printable_ascii() {
         validate_message("Hello World! ~ 0-9").unwrap();
-        for bad in [
-            "",
-            "tab\there",
-            "new\nline",
-            "caf\u{e9}",
-            "bell\u{7}",
-            "del\u{7f}",
-        ] {
+        for bad in ["", "tab\there", "new\nline", "caf\u{e9}", "bell\u{7}", "del\u{7f}"] {
             assert!(validate_message(bad).is_err(), "{bad:?} was accepted");
         }
         let error = validate_message("caf\u{e9}").unwrap_err().to_string();
-        assert!(
-            error.contains("byte 3") && error.contains("printable ASCII"),
-            "{error}"
-        );
+        assert!(error.contains("byte 3") && error.contains("printable ASCII"), "{error}");
     }
 
     #[test]
@@ -289,12 +334,37 @@ mod tests {
         image.bytes[511] = 0;
         let error = image.check_boot_sector().unwrap_err().to_string();
         assert!(error.contains("55 AA"), "{error}");
-        assert!(
-            check_boot_sector(&[0; 1024])
-                .unwrap_err()
-                .to_string()
-                .contains("exactly 512")
+        assert!(check_boot_sector(&[0; 1024]).unwrap_err().to_string().contains("exactly 512"));
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(512), "512");
+        assert_eq!(thousands(1_048_576), "1,048,576");
+        assert_eq!(thousands(328_704), "328,704");
+    }
+
+    #[test]
+    fn padded_disk_is_the_sector_then_zeros() {
+        let disk = padded_disk(&sample().bytes);
+        assert_eq!(disk.len(), 1 << 20);
+        assert_eq!(disk[..512], sample().bytes[..]);
+        assert!(disk[512..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn checksums_cover_the_artifacts_present_in_sha256sum_format() {
+        let dir = std::env::temp_dir().join(format!("vm512-sums-{}", std::process::id()));
+        write_atomically(&artifact_path(&dir, "raw"), b"abc").unwrap();
+        write_atomically(&artifact_path(&dir, "iso"), b"").unwrap();
+        let sums = fs::read_to_string(write_checksums(&dir).unwrap()).unwrap();
+        assert_eq!(
+            sums,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  512-byte-vm.raw\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  512-byte-vm.iso\n"
         );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -304,10 +374,7 @@ mod tests {
         write_atomically(&path, b"first").unwrap();
         write_atomically(&path, b"second").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
-        let names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.raw")]);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -5,7 +5,9 @@
 mod build;
 mod cli;
 mod elf;
+mod formats;
 mod image;
+mod iso;
 mod qemu;
 mod run;
 mod test;

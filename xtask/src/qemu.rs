@@ -31,17 +31,26 @@ pub fn binary() -> Result<PathBuf> {
     })
 }
 
+/// Finds `qemu-img`, or says how to install it.
+pub fn img_binary() -> Result<PathBuf> {
+    find_in_path("qemu-img").context(
+        "qemu-img was not found in PATH; it converts the disk formats (qcow2, vmdk, vdi, vhd). \
+         Install it: `sudo apt-get install qemu-utils` (Debian/Ubuntu), \
+         `sudo dnf install qemu-img` (Fedora), `brew install qemu` (macOS)",
+    )
+}
+
 /// The first executable called `name` in `$PATH`.
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
+        fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
+
+/// Environment variable that forces an accelerator: `VM512_ACCEL=tcg cargo xtask test`.
+pub const ACCEL_ENV: &str = "VM512_ACCEL";
 
 /// How the guest CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +62,15 @@ pub enum Accel {
 }
 
 impl Accel {
-    /// KVM when `/dev/kvm` can be opened for reading and writing, TCG otherwise.
+    /// `VM512_ACCEL` (`kvm` or `tcg`) when set; otherwise KVM when `/dev/kvm` can be opened for
+    /// reading and writing, TCG when not.
     pub fn detect() -> Accel {
-        if kvm_usable() { Accel::Kvm } else { Accel::Tcg }
+        match std::env::var(ACCEL_ENV).as_deref() {
+            Ok("tcg") => Accel::Tcg,
+            Ok("kvm") => Accel::Kvm,
+            _ if kvm_usable() => Accel::Kvm,
+            _ => Accel::Tcg,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -68,11 +83,7 @@ impl Accel {
 
 /// Whether this user can use KVM.
 pub fn kvm_usable() -> bool {
-    fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
+    fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
 }
 
 /// The disk controllers hypervisors attach boot disks to.
@@ -136,14 +147,20 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
+    /// `image` in `format` on `bus`, on the machine whose controller that is.
+    pub fn boot(image: &Path, format: crate::formats::Format, bus: Bus) -> VmConfig {
+        VmConfig {
+            boot: format.boot(bus),
+            machine: bus.machine().to_string(),
+            ..VmConfig::disk(image)
+        }
+    }
+
     /// A raw disk image on IDE, headless, with the best accelerator available.
     pub fn disk(image: &Path) -> VmConfig {
         VmConfig {
             image: image.to_path_buf(),
-            boot: Boot::Disk {
-                bus: Bus::Ide,
-                format: "raw",
-            },
+            boot: Boot::Disk { bus: Bus::Ide, format: "raw" },
             machine: Bus::Ide.machine().to_string(),
             accel: Accel::detect(),
             cpu: None,
@@ -157,21 +174,15 @@ impl VmConfig {
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         push(&["-machine", &self.machine, "-accel", self.accel.name()]);
+        // QEMU's default model otherwise. (Not `-cpu host` under KVM: QEMU 7.2 aborts with it on
+        // nested KVM, "failed to set MSR 0x10a".)
         if let Some(cpu) = &self.cpu {
             push(&["-cpu", cpu]);
         }
         push(&["-m", "32"]);
         // COM1 on stdout; no monitor; no network (and so no PXE ROM to wait for); a guest reset
         // ends QEMU instead of booting again, so a crash cannot pass for a boot.
-        push(&[
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-            "-nic",
-            "none",
-            "-no-reboot",
-        ]);
+        push(&["-serial", "stdio", "-monitor", "none", "-nic", "none", "-no-reboot"]);
         if !self.window {
             push(&["-display", "none"]);
         }
@@ -244,13 +255,7 @@ impl Vm {
         let started = Instant::now();
         let serial = capture(child.stdout.take().expect("stdout is piped"));
         let stderr = capture(child.stderr.take().expect("stderr is piped"));
-        Ok(Vm {
-            child,
-            serial,
-            stderr,
-            started,
-            description,
-        })
+        Ok(Vm { child, serial, stderr, started, description })
     }
 
     /// Waits until COM1 has carried `needle`; returns the time since QEMU started. Fails on
@@ -323,10 +328,6 @@ impl Vm {
         Ok(self.child.try_wait()?)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn description(&self) -> &str {
         &self.description
     }
@@ -358,25 +359,13 @@ impl Drop for Vm {
 
 /// A short name for messages: "raw on ide (pc, tcg)".
 fn describe(config: &VmConfig) -> String {
-    let name = config
-        .image
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+    let name = config.image.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let how = match &config.boot {
         Boot::Disk { bus, .. } => format!("disk on {}", bus.name()),
         Boot::Cdrom { bus } => format!("CD on {}", bus.name()),
     };
-    let cpu = config
-        .cpu
-        .as_deref()
-        .map(|c| format!(", cpu {c}"))
-        .unwrap_or_default();
-    format!(
-        "{name} as {how} ({}, {}{cpu})",
-        config.machine,
-        config.accel.name()
-    )
+    let cpu = config.cpu.as_deref().map(|c| format!(", cpu {c}")).unwrap_or_default();
+    format!("{name} as {how} ({}, {}{cpu})", config.machine, config.accel.name())
 }
 
 /// Starts a thread that appends everything `source` yields to a shared buffer.
@@ -394,10 +383,7 @@ fn capture(mut source: impl Read + Send + 'static) -> Arc<Captured> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|window| window == needle)
+    needle.is_empty() || haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// User + system CPU time of process `pid` and all its threads, from `/proc/PID/stat` (fields
@@ -407,10 +393,7 @@ pub fn process_cpu_time(pid: u32) -> Result<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat (is this Linux?)"))?;
     // The command name (field 2) may hold spaces; the fields after it are plain numbers.
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("odd /proc stat")?;
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("odd /proc stat")?;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // after_name starts at field 3 (state): utime is field 14, stime field 15.
     let ticks: u64 = fields
@@ -440,24 +423,12 @@ mod tests {
         };
         let ide = line(&config);
         assert!(ide.contains("-machine pc -accel tcg"), "{ide}");
-        assert!(
-            ide.contains("file=/images/a,,b.raw,format=raw"),
-            "commas are escaped: {ide}"
-        );
+        assert!(ide.contains("file=/images/a,,b.raw,format=raw"), "commas are escaped: {ide}");
         assert!(ide.contains("ide-hd,drive=boot"), "{ide}");
-        assert!(
-            ide.contains("-display none") && ide.contains("-no-reboot"),
-            "{ide}"
-        );
-        config.boot = Boot::Disk {
-            bus: Bus::VirtioScsi,
-            format: "qcow2",
-        };
+        assert!(ide.contains("-display none") && ide.contains("-no-reboot"), "{ide}");
+        config.boot = Boot::Disk { bus: Bus::VirtioScsi, format: "qcow2" };
         let scsi = line(&config);
-        assert!(
-            scsi.contains("virtio-scsi-pci") && scsi.contains("scsi-hd,drive=boot"),
-            "{scsi}"
-        );
+        assert!(scsi.contains("virtio-scsi-pci") && scsi.contains("scsi-hd,drive=boot"), "{scsi}");
         assert!(scsi.contains("format=qcow2"), "{scsi}");
         config.boot = Boot::Cdrom { bus: Bus::Ahci };
         assert!(
@@ -478,10 +449,7 @@ mod tests {
             }
             after = process_cpu_time(std::process::id()).unwrap();
         }
-        assert!(
-            after - before >= Duration::from_millis(100),
-            "{before:?} -> {after:?}"
-        );
+        assert!(after - before >= Duration::from_millis(100), "{before:?} -> {after:?}");
     }
 
     #[test]

@@ -5,15 +5,17 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::cli::ImageOptions;
-use crate::qemu::{self, Accel, VmConfig};
+use crate::qemu::{self, Accel, Bus, VmConfig};
 use crate::{image, images_dir};
 
 pub fn run(options: &ImageOptions) -> Result<()> {
     // Say what is missing before building anything.
     let qemu = qemu::binary()?;
-    let path = image::build_images(options, &images_dir())?;
+    let written = image::build_images(options, &images_dir())?;
+    let (format, path) = written.first().context("no format to boot")?;
 
-    let mut config = VmConfig::disk(&path);
+    let mut config = VmConfig::disk(path);
+    config.boot = format.boot(Bus::Ide);
     config.window = has_display();
     let accel = match config.accel {
         Accel::Kvm => "KVM",
@@ -28,10 +30,7 @@ pub fn run(options: &ImageOptions) -> Result<()> {
     }
     println!("----");
     // COM1 goes straight to this terminal (QEMU's stdout).
-    let status = Command::new(qemu)
-        .args(config.args())
-        .status()
-        .context("starting QEMU")?;
+    let status = Command::new(qemu).args(config.args()).status().context("starting QEMU")?;
     if !status.success() && status.code().is_some() {
         bail!("QEMU exited with {status}");
     }

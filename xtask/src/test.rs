@@ -6,23 +6,33 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::build::cargo;
+use crate::build::{self, cargo};
 use crate::cli::ImageOptions;
+use crate::formats::Format;
 use crate::{image, project_root, qemu};
 
 /// Environment variable naming the directory of images built for the tests.
 pub const IMAGES_ENV: &str = "VM512_TEST_IMAGES";
 /// Environment variable naming the directory with the linked ELF files.
 pub const ELF_ENV: &str = "VM512_TEST_ELF_DIR";
+/// Directory (under target/) of the second, from-scratch build of the test images.
+pub const REBUILD_DIR: &str = "test-images-rebuild";
 /// Environment variable naming the LLVM tools directory (llvm-objcopy, llvm-objdump).
 pub const LLVM_ENV: &str = "VM512_LLVM_BIN";
 
 pub fn run() -> Result<()> {
     qemu::binary()?;
-    let dir = project_root().join("target").join("test-images");
+    qemu::img_binary()?;
+    let target = project_root().join("target");
+    let dir = target.join("test-images");
+    let all = ImageOptions { formats: Format::ALL.to_vec(), ..ImageOptions::default() };
     println!("building the test images in {}", dir.display());
-    image::build_images(&ImageOptions::default(), &dir)?;
-    let elf_dir = project_root().join("target/i386-code16-boot-sector/release");
+    image::build_images(&all, &dir)?;
+    // A second build from scratch, for the bit-for-bit reproducibility test.
+    println!("rebuilding the boot-sector crate from scratch into {}", REBUILD_DIR);
+    build::clean_boot_crate()?;
+    image::build_images(&all, &target.join(REBUILD_DIR))?;
+    let elf_dir = build::elf_dir();
 
     println!("running the tests (boot tests start QEMU)");
     let status = cargo()
@@ -61,10 +71,7 @@ pub fn llvm_bin_dir() -> Result<PathBuf> {
         .find_map(|line| line.strip_prefix("host: "))
         .map(str::to_string)
         .context("rustc -vV names no host")?;
-    let dir = PathBuf::from(sysroot)
-        .join("lib/rustlib")
-        .join(host)
-        .join("bin");
+    let dir = PathBuf::from(sysroot).join("lib/rustlib").join(host).join("bin");
     if !dir.join("llvm-objcopy").exists() {
         bail!(
             "llvm-objcopy is missing from {}: install the toolchain's components with \

@@ -1,0 +1,200 @@
+//! The artifact formats: what each is for, how it is made, and how QEMU boots it.
+//!
+//! Disk formats are converted by `qemu-img` (the field's standard) from the boot sector padded to
+//! [`DISK_SIZE`]; the ISO comes from our own writer (`iso.rs`).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::image::{temporary_path, thousands};
+
+use crate::qemu::Boot;
+
+/// Virtual size of every disk image but `raw`. SeaBIOS boots through INT 13h CHS reads, and for
+/// disks whose geometry it derives itself (AHCI, virtio-blk) it uses 63 sectors x 16 heads: a disk
+/// under 1008 sectors (516,096 bytes) has no whole cylinder and "could not read the boot disk".
+/// virtio-scsi needs a whole multiple too. 1 MiB clears both and is the alignment Hyper-V and
+/// Azure want; the sparse formats store it at almost no cost.
+pub const DISK_SIZE: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Format {
+    /// The bare 512-byte sector.
+    Raw,
+    /// Raw, padded to DISK_SIZE: boots on every bus.
+    Img,
+    Qcow2,
+    Vmdk,
+    Vdi,
+    Vhd,
+    Iso,
+}
+
+impl Format {
+    /// Every format, in the order `all` builds them.
+    pub const ALL: [Format; 7] = [
+        Format::Raw,
+        Format::Img,
+        Format::Qcow2,
+        Format::Vmdk,
+        Format::Vdi,
+        Format::Vhd,
+        Format::Iso,
+    ];
+
+    /// The name on the command line, and the file extension.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Img => "img",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vdi => "vdi",
+            Format::Vhd => "vhd",
+            Format::Iso => "iso",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        self.name()
+    }
+
+    /// `qemu-img convert -O ...` arguments for the formats qemu-img makes. The variants are the
+    /// ones every platform imports (see README, "Formats").
+    pub fn qemu_img_args(self) -> Option<&'static [&'static str]> {
+        Some(match self {
+            // 64 KiB clusters (qemu-img's default, what every qcow2 reader handles), compressed.
+            Format::Qcow2 => &["-O", "qcow2", "-c", "-o", "compat=1.1"],
+            // monolithicSparse: one file that VMware Workstation/Fusion and VirtualBox attach.
+            Format::Vmdk => &["-O", "vmdk", "-o", "subformat=monolithicSparse"],
+            // Dynamic VDI, VirtualBox's default.
+            Format::Vdi => &["-O", "vdi", "-o", "static=off"],
+            // Dynamic VHD: Hyper-V and VirtualBox attach it, and unlike a fixed VHD (footer only,
+            // at the end) qemu-img and other probes recognise it. force_size keeps exactly 1 MiB
+            // instead of rounding to a CHS geometry.
+            Format::Vhd => &["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
+            Format::Raw | Format::Img | Format::Iso => return None,
+        })
+    }
+
+    /// How QEMU attaches this artifact (on IDE; callers pick the bus).
+    pub fn boot(self, bus: crate::qemu::Bus) -> Boot {
+        let format = match self {
+            Format::Raw | Format::Img => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vdi => "vdi",
+            Format::Vhd => "vpc",
+            Format::Iso => return Boot::Cdrom { bus },
+        };
+        Boot::Disk { bus, format }
+    }
+
+    /// The file size of the same artifact in the original NASM release bundle, to compare with.
+    pub fn original_size(self) -> Option<u64> {
+        Some(match self {
+            Format::Raw => 512,
+            Format::Qcow2 => 328_704,
+            Format::Vmdk => 131_072,
+            Format::Vdi => 1_049_600,
+            Format::Vhd => 2_100_224,
+            Format::Iso => 1_835_008,
+            Format::Img => return None,
+        })
+    }
+
+    /// Whether the file embeds random identifiers (UUIDs, content IDs, timestamps) by design, so
+    /// that two builds differ. The others rebuild bit for bit.
+    pub fn embeds_random_ids(self) -> bool {
+        matches!(self, Format::Vmdk | Format::Vdi | Format::Vhd)
+    }
+
+    pub fn parse(name: &str) -> Result<Format> {
+        match Format::ALL.iter().find(|format| format.name() == name) {
+            Some(&format) => Ok(format),
+            None => bail!("unknown format `{name}`; valid formats: {}", valid_list()),
+        }
+    }
+
+    /// A comma-separated LIST of names, or `all`. Duplicates collapse; order is `ALL`'s.
+    pub fn parse_list(list: &str) -> Result<Vec<Format>> {
+        let mut formats = Vec::new();
+        for name in list.split(',').map(str::trim) {
+            if name.is_empty() {
+                bail!("empty format name in `{list}`; valid formats: {}", valid_list());
+            }
+            if name == "all" {
+                formats.extend(Format::ALL);
+            } else {
+                formats.push(Format::parse(name)?);
+            }
+        }
+        formats.sort();
+        formats.dedup();
+        Ok(formats)
+    }
+}
+
+/// Converts the raw disk `input` to `format` at `output` with qemu-img, through a temporary file
+/// so that a failed conversion leaves no half-written artifact.
+pub fn convert(qemu_img: &Path, format: Format, input: &Path, output: &Path) -> Result<()> {
+    let args = format.qemu_img_args().context("not a qemu-img format")?;
+    let temporary = temporary_path(output);
+    let result = Command::new(qemu_img)
+        .args(["convert", "-q", "-f", "raw"])
+        .args(args)
+        .arg(input)
+        .arg(&temporary)
+        .output()
+        .context("running qemu-img");
+    let converted = match result {
+        Ok(out) if out.status.success() => std::fs::rename(&temporary, output)
+            .with_context(|| format!("renaming to {}", output.display())),
+        Ok(out) => Err(anyhow::anyhow!(
+            "qemu-img convert to {} failed ({}): {}",
+            format.name(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(error) => Err(error),
+    };
+    if converted.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    converted.with_context(|| {
+        format!("writing {} ({} bytes of disk)", output.display(), thousands(DISK_SIZE))
+    })
+}
+
+/// "raw, img, qcow2, vmdk, vdi, vhd, iso, or all".
+pub fn valid_list() -> String {
+    let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
+    format!("{}, or all", names.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_dedupe_and_expand_all() {
+        assert_eq!(Format::parse_list("raw").unwrap(), vec![Format::Raw]);
+        assert_eq!(
+            Format::parse_list("iso, qcow2,raw,qcow2").unwrap(),
+            vec![Format::Raw, Format::Qcow2, Format::Iso]
+        );
+        assert_eq!(Format::parse_list("all").unwrap(), Format::ALL.to_vec());
+        assert_eq!(Format::parse_list("vhd,all").unwrap(), Format::ALL.to_vec());
+    }
+
+    #[test]
+    fn unknown_formats_are_refused_with_the_valid_list() {
+        let error = Format::parse_list("raw,vhdx").unwrap_err().to_string();
+        assert!(error.contains("unknown format `vhdx`"), "{error}");
+        assert!(error.contains("raw, img, qcow2, vmdk, vdi, vhd, iso, or all"), "{error}");
+        assert!(Format::parse_list("raw,,iso").is_err());
+        assert!(Format::parse_list("").is_err());
+    }
+}
