@@ -4,6 +4,8 @@
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rustc-link-arg-bin=boot-sector=-T{dir}/linker.ld");
+    println!("cargo:rustc-link-arg-bin=rom=-T{dir}/rom.ld");
     println!("cargo:rerun-if-changed=linker.ld");
+    println!("cargo:rerun-if-changed=rom.ld");
     println!("cargo:rerun-if-changed=build.rs");
 }

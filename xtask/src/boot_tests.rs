@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::cli::DEFAULT_MESSAGE;
 use crate::formats::Format;
 use crate::image::{self, Image};
-use crate::qemu::{Bus, Vm, VmConfig};
+use crate::qemu::{Accel, Boot, Bus, Vm, VmConfig};
 use crate::test::{ELF_ENV, IMAGES_ENV, LLVM_ENV};
 
 /// How long a boot may take to print, generous for software emulation on a loaded machine.
@@ -271,4 +271,62 @@ fn sha256sums_verifies_with_sha256sum() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches(": OK").count(), Format::ALL.len());
+}
+
+/// TCG always; KVM too when this machine can use it.
+pub fn accels() -> Vec<Accel> {
+    let mut accels = vec![Accel::Tcg];
+    if crate::qemu::kvm_usable() {
+        accels.push(Accel::Kvm);
+    }
+    accels
+}
+
+/// The ROM as `-bios` and in pflash, on `pc` and `q35`, under every accelerator available.
+#[test]
+fn rom_boots_as_bios_and_pflash_on_pc_and_q35() {
+    let rom = test_image("rom");
+    let mut configs = Vec::new();
+    for accel in accels() {
+        for machine in ["pc", "q35"] {
+            for boot in [Boot::Bios, Boot::Pflash] {
+                let mut config = VmConfig::boot(&rom, Format::Rom, Bus::Ide);
+                (config.machine, config.boot, config.accel) = (machine.into(), boot, accel);
+                configs.push(config);
+            }
+        }
+    }
+    assert_all_print(&configs, DEFAULT_MESSAGE);
+}
+
+/// With no BIOS the ROM programs the PIT and PIC itself; it must idle as cheaply.
+#[test]
+fn rom_idles_after_the_message() {
+    for machine in ["pc", "q35"] {
+        let mut config = VmConfig::boot(&test_image("rom"), Format::Rom, Bus::Ide);
+        config.machine = machine.into();
+        assert_boots_and_idles(&config, DEFAULT_MESSAGE);
+    }
+}
+
+#[test]
+fn flat_rom_matches_llvm_objcopy() {
+    let elf = env_dir(ELF_ENV).join("rom");
+    let ours = image::read_rom(&elf).unwrap();
+    let out = scratch("objcopy-rom").join("rom.bin");
+    let status = Command::new(env_dir(LLVM_ENV).join("llvm-objcopy"))
+        .args(["-O", "binary"])
+        .arg(&elf)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // objcopy stops after the last byte of the reset vector; our image runs on to 64 KiB.
+    let theirs = std::fs::read(&out).unwrap();
+    assert!(theirs.len() > image::RESET_VECTOR_OFFSET, "objcopy output reaches the reset vector");
+    assert!(
+        ours.bytes[..theirs.len()] == theirs[..],
+        "our ELF-to-flat step and llvm-objcopy disagree"
+    );
+    assert!(ours.bytes[theirs.len()..].iter().all(|&b| b == 0));
 }

@@ -16,6 +16,7 @@ const TARGET_SPEC: &str = "i386-code16-boot-sector.json";
 /// The linked ELF files of the images, as cargo leaves them.
 pub struct Elfs {
     pub boot_sector: PathBuf,
+    pub rom: PathBuf,
 }
 
 /// The cargo that runs this xtask (`$CARGO`), so the pinned toolchain builds the boot sector too.
@@ -48,7 +49,7 @@ pub fn build_elfs() -> Result<Elfs> {
     if !status.success() {
         bail!("building the boot sector failed ({status}); cargo's messages are above");
     }
-    Ok(Elfs { boot_sector: elf_dir().join("boot-sector") })
+    Ok(Elfs { boot_sector: elf_dir().join("boot-sector"), rom: elf_dir().join("rom") })
 }
 
 /// Removes the boot-sector crate's build output (not `core`'s), so that the next build starts

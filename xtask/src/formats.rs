@@ -30,11 +30,13 @@ pub enum Format {
     Vdi,
     Vhd,
     Iso,
+    /// The firmware image: 64 KiB started at the x86 reset vector (`-bios`, pflash).
+    Rom,
 }
 
 impl Format {
     /// Every format, in the order `all` builds them.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 8] = [
         Format::Raw,
         Format::Img,
         Format::Qcow2,
@@ -42,6 +44,7 @@ impl Format {
         Format::Vdi,
         Format::Vhd,
         Format::Iso,
+        Format::Rom,
     ];
 
     /// The name on the command line, and the file extension.
@@ -54,6 +57,7 @@ impl Format {
             Format::Vdi => "vdi",
             Format::Vhd => "vhd",
             Format::Iso => "iso",
+            Format::Rom => "rom",
         }
     }
 
@@ -75,11 +79,11 @@ impl Format {
             // at the end) qemu-img and other probes recognise it. force_size keeps exactly 1 MiB
             // instead of rounding to a CHS geometry.
             Format::Vhd => &["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
-            Format::Raw | Format::Img | Format::Iso => return None,
+            Format::Raw | Format::Img | Format::Iso | Format::Rom => return None,
         })
     }
 
-    /// How QEMU attaches this artifact (on IDE; callers pick the bus).
+    /// How QEMU boots this artifact: a disk or CD on `bus`, or the ROM as `-bios`.
     pub fn boot(self, bus: crate::qemu::Bus) -> Boot {
         let format = match self {
             Format::Raw | Format::Img => "raw",
@@ -88,6 +92,7 @@ impl Format {
             Format::Vdi => "vdi",
             Format::Vhd => "vpc",
             Format::Iso => return Boot::Cdrom { bus },
+            Format::Rom => return Boot::Bios,
         };
         Boot::Disk { bus, format }
     }
@@ -101,7 +106,7 @@ impl Format {
             Format::Vdi => 1_049_600,
             Format::Vhd => 2_100_224,
             Format::Iso => 1_835_008,
-            Format::Img => return None,
+            Format::Img | Format::Rom => return None,
         })
     }
 
@@ -168,7 +173,7 @@ pub fn convert(qemu_img: &Path, format: Format, input: &Path, output: &Path) -> 
     })
 }
 
-/// "raw, img, qcow2, vmdk, vdi, vhd, iso, or all".
+/// "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, or all".
 pub fn valid_list() -> String {
     let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
     format!("{}, or all", names.join(", "))
@@ -193,7 +198,7 @@ mod tests {
     fn unknown_formats_are_refused_with_the_valid_list() {
         let error = Format::parse_list("raw,vhdx").unwrap_err().to_string();
         assert!(error.contains("unknown format `vhdx`"), "{error}");
-        assert!(error.contains("raw, img, qcow2, vmdk, vdi, vhd, iso, or all"), "{error}");
+        assert!(error.contains("raw, img, qcow2, vmdk, vdi, vhd, iso, rom, or all"), "{error}");
         assert!(Format::parse_list("raw,,iso").is_err());
         assert!(Format::parse_list("").is_err());
     }

@@ -18,6 +18,12 @@ pub const BOOT_ADDRESS: u64 = 0x7C00;
 pub const SIGNATURE_OFFSET: usize = 510;
 /// The boot signature: the BIOS boots a sector only if it ends in 0x55 0xAA.
 pub const BOOT_SIGNATURE: [u8; 2] = [0x55, 0xAA];
+/// Where the ROM appears below 1 MiB (it is also mapped at 4 GiB - 64 KiB).
+pub const ROM_BASE: u64 = 0xF0000;
+/// Size of the ROM: QEMU's `-bios` takes a non-zero multiple of 64 KiB, pflash of 4 KiB.
+pub const ROM_SIZE: usize = 0x10000;
+/// Offset of the reset vector in the ROM: the CPU starts at 0xFFFFFFF0, its last 16 bytes.
+pub const RESET_VECTOR_OFFSET: usize = ROM_SIZE - 16;
 /// What follows the message in the image: the line ending and the terminator the code stops at.
 const MESSAGE_TRAILER: &[u8] = b"\r\n\0";
 
@@ -46,6 +52,18 @@ impl Image {
             bytes: flat.bytes,
         };
         image.check_boot_sector()?;
+        Ok(image)
+    }
+
+    /// Reads a linked ROM: flattens it to 64 KiB at 0xF0000 (load addresses).
+    pub fn rom_from_elf(elf: &[u8]) -> Result<Image> {
+        let flat = elf::flatten(elf, ROM_BASE, ROM_SIZE, &["__message", "__message_end"])?;
+        let image = Image {
+            message_start: flat.symbols["__message"],
+            message_end: flat.symbols["__message_end"],
+            bytes: flat.bytes,
+        };
+        check_rom(&image.bytes)?;
         Ok(image)
     }
 
@@ -121,6 +139,17 @@ pub fn check_boot_sector(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Checks what QEMU's `-bios` and pflash need, and that the reset vector holds code.
+pub fn check_rom(bytes: &[u8]) -> Result<()> {
+    if bytes.len() != ROM_SIZE {
+        bail!("the ROM is {} bytes; it must be exactly {ROM_SIZE} (64 KiB)", bytes.len());
+    }
+    if bytes[RESET_VECTOR_OFFSET..].iter().all(|&b| b == 0) {
+        bail!("the ROM's reset vector (its last 16 bytes) is empty: is rom.ld in place?");
+    }
+    Ok(())
+}
+
 /// The message must be printable ASCII: what both INT 10h and a serial terminal show as is.
 pub fn validate_message(text: &str) -> Result<()> {
     if text.is_empty() {
@@ -148,6 +177,8 @@ pub fn build_images(options: &ImageOptions, dir: &Path) -> Result<Vec<(Format, P
     let mut image = read_boot_sector(&elfs.boot_sector)?;
     image.set_message(&options.message)?;
     image.check_boot_sector()?;
+    let mut rom = read_rom(&elfs.rom)?;
+    rom.set_message(&options.message)?;
 
     let mut written = Vec::new();
     for &format in &options.formats {
@@ -156,6 +187,7 @@ pub fn build_images(options: &ImageOptions, dir: &Path) -> Result<Vec<(Format, P
             Format::Raw => write_atomically(&path, &image.bytes)?,
             Format::Img => write_atomically(&path, &padded_disk(&image.bytes))?,
             Format::Iso => write_atomically(&path, &iso::build(&image.bytes))?,
+            Format::Rom => write_atomically(&path, &rom.bytes)?,
             _ => {
                 let qemu_img = qemu_img.as_deref().expect("checked above");
                 // qemu-img reads a file: the padded disk, beside the output, removed after.
@@ -205,6 +237,12 @@ pub fn write_checksums(dir: &Path) -> Result<PathBuf> {
 pub fn read_boot_sector(elf_path: &Path) -> Result<Image> {
     let elf = fs::read(elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
     Image::boot_sector_from_elf(&elf).with_context(|| format!("{}", elf_path.display()))
+}
+
+/// Reads and flattens the linked ROM at `elf_path`.
+pub fn read_rom(elf_path: &Path) -> Result<Image> {
+    let elf = fs::read(elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
+    Image::rom_from_elf(&elf).with_context(|| format!("{}", elf_path.display()))
 }
 
 /// `dir/512-byte-vm.<ext>`.
@@ -335,6 +373,16 @@ mod tests {
         let error = image.check_boot_sector().unwrap_err().to_string();
         assert!(error.contains("55 AA"), "{error}");
         assert!(check_boot_sector(&[0; 1024]).unwrap_err().to_string().contains("exactly 512"));
+    }
+
+    #[test]
+    fn rom_checks_size_and_reset_vector() {
+        let mut rom = vec![0u8; ROM_SIZE];
+        assert!(check_rom(&rom).unwrap_err().to_string().contains("reset vector"));
+        rom[RESET_VECTOR_OFFSET] = 0xFA;
+        check_rom(&rom).unwrap();
+        let error = check_rom(&rom[..ROM_SIZE - 4096]).unwrap_err().to_string();
+        assert!(error.contains("exactly 65536"), "{error}");
     }
 
     #[test]

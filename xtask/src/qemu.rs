@@ -128,6 +128,10 @@ pub enum Boot {
     Disk { bus: Bus, format: &'static str },
     /// A CD-ROM image on a bus.
     Cdrom { bus: Bus },
+    /// A firmware image in place of the BIOS (`-bios`).
+    Bios,
+    /// A firmware image in a pflash device (`-drive if=pflash`).
+    Pflash,
 }
 
 /// Everything that describes one QEMU run.
@@ -217,6 +221,10 @@ impl VmConfig {
                     ]),
                     _ => push(&["-device", "ide-cd,drive=boot,bootindex=1"]),
                 }
+            }
+            Boot::Bios => push(&["-bios", &self.image.display().to_string()]),
+            Boot::Pflash => {
+                push(&["-drive", &format!("if=pflash,format=raw,readonly=on,file={file}")])
             }
         }
         args.extend(self.extra.iter().cloned());
@@ -363,6 +371,8 @@ fn describe(config: &VmConfig) -> String {
     let how = match &config.boot {
         Boot::Disk { bus, .. } => format!("disk on {}", bus.name()),
         Boot::Cdrom { bus } => format!("CD on {}", bus.name()),
+        Boot::Bios => "-bios".to_string(),
+        Boot::Pflash => "pflash".to_string(),
     };
     let cpu = config.cpu.as_deref().map(|c| format!(", cpu {c}")).unwrap_or_default();
     format!("{name} as {how} ({}, {}{cpu})", config.machine, config.accel.name())

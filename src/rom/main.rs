@@ -1,0 +1,36 @@
+//! The ROM: the same VM as a flat BIOS image that the CPU runs from its reset vector, with no
+//! BIOS below it (QEMU `-bios` or pflash).
+//!
+//! Boot flow: `asm/rom.s` runs at the reset vector, fills the interrupt vector table, copies the
+//! payload to 0x7C00 and jumps to the shared `asm/start.s`, which enters `vm_main` below, as in
+//! the boot sector. Then: program COM1, print the message on COM1 (there is no INT 10h and no
+//! initialised VGA), and idle.
+//!
+//! How the ROM idles: with no BIOS nothing programs the interrupt controller or the timer, and a
+//! `hlt` with nothing to wake it would sleep forever. So the ROM does what a BIOS does: it
+//! programs the 8254 PIT for the usual 18.2 Hz tick and the 8259 PIC to deliver only that IRQ, in
+//! auto-EOI mode, to a vector whose handler is a bare `iret`. `idle::forever` then sleeps in
+//! `hlt` and wakes 18 times a second for a few instructions, exactly as under a BIOS: next to no
+//! host CPU, and a regular moment to look at the ACPI power-button status, which the boot sector
+//! polls the same way.
+
+#![no_std]
+#![no_main]
+#![warn(unsafe_op_in_unsafe_fn)]
+
+mod pic;
+mod pit;
+
+use vm512::{idle, message, serial};
+
+core::arch::global_asm!(include_str!("../asm/rom.s"));
+
+/// Entered by a jump from `asm/start.s`, never called: it never returns.
+#[unsafe(no_mangle)]
+extern "C" fn vm_main() -> ! {
+    serial::init();
+    message::for_each_byte(serial::write);
+    pit::start_system_tick();
+    pic::deliver_only_the_timer();
+    idle::forever()
+}
