@@ -8,6 +8,7 @@
 #![no_std]
 #![warn(unsafe_op_in_unsafe_fn)]
 
+pub mod acpi;
 pub mod idle;
 pub mod message;
 pub mod port;

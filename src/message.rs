@@ -16,6 +16,7 @@ unsafe extern "C" {
 }
 
 /// Calls `emit` with each byte of the message, up to (not including) the NUL.
+#[inline(always)]
 pub fn for_each_byte(mut emit: impl FnMut(u8)) {
     let mut byte = &raw const __message;
     loop {

@@ -43,3 +43,23 @@ pub unsafe fn outw(port: u16, value: u16) {
         asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
     };
 }
+
+/// Reads a 32-bit doubleword from `port` (`in eax, dx`).
+#[inline(always)]
+pub unsafe fn inl(port: u16) -> u32 {
+    let value;
+    // SAFETY: the caller vouches for the port.
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Writes a 32-bit doubleword to `port` (`out dx, eax`).
+#[inline(always)]
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: the caller vouches for the port and the value.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
+}

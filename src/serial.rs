@@ -31,26 +31,24 @@ const LSR_THR_EMPTY: u8 = 1 << 5;
 /// 115200 baud: the UART's 1.8432 MHz clock / 16 / 1.
 const BAUD_DIVISOR: u8 = 1;
 
-/// The programming sequence, as (register, value) pairs in the order the UART needs them. A
-/// `static` table walked by a loop is smaller than seven inlined port writes.
-static INIT: [(u8, u8); 7] = [
-    (LCR, 0x80),          // DLAB=1: DATA and IER now address the baud-rate divisor
-    (DATA, BAUD_DIVISOR), // divisor, low byte
-    (IER, 0x00),          // divisor, high byte
-    (LCR, 0x03),          // DLAB=0; 8 data bits, no parity, 1 stop bit (8N1)
-    (IER, 0x00),          // no UART interrupts: the VM polls
-    (FCR, 0x07),          // enable the FIFOs and clear both
-    (MCR, 0x03),          // DTR and RTS: "ready" to whatever is on the other end
-];
-
-/// Programs COM1 for 115200 8N1 with FIFOs.
+/// Programs COM1 for 115200 8N1 with FIFOs, in the order the UART needs. (Seven plain port
+/// writes: a table and a loop cost more bytes.)
+#[inline(always)]
 pub fn init() {
-    for &(register, value) in &INIT {
+    let register = |offset: u8, value: u8| {
         // SAFETY: COM1's registers; nothing else lives at these ports.
-        unsafe { outb(COM1 + register as u16, value) };
-    }
+        unsafe { outb(COM1 + offset as u16, value) }
+    };
+    register(LCR, 0x80); // DLAB=1: DATA and IER now address the baud-rate divisor
+    register(DATA, BAUD_DIVISOR); // divisor, low byte
+    register(IER, 0x00); // divisor, high byte
+    register(LCR, 0x03); // DLAB=0; 8 data bits, no parity, 1 stop bit (8N1)
+    register(IER, 0x00); // no UART interrupts: the VM polls
+    register(FCR, 0x07); // enable the FIFOs and clear both
+    register(MCR, 0x03); // DTR and RTS: "ready" to whatever is on the other end
 }
 
+#[inline(always)]
 /// Sends one byte, waiting for the transmitter first. (With no UART the port reads 0xFF, which
 /// says "empty": the loop never hangs.)
 pub fn write(byte: u8) {
@@ -61,6 +59,7 @@ pub fn write(byte: u8) {
     }
 }
 
+#[inline(always)]
 /// Whether a byte has arrived on COM1 (someone typed on the serial console).
 pub fn received() -> bool {
     // SAFETY: reading LSR has no side effect.

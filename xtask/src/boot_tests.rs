@@ -101,11 +101,27 @@ fn boots_on_ide_prints_the_message_on_com1_and_idles() {
 fn a_custom_message_is_what_com1_carries() {
     let elf = env_dir(ELF_ENV).join("boot-sector");
     let mut image = image::read_boot_sector(&elf).unwrap();
-    let message = "Custom ~ message 0123456789 !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}";
+    let message = "Up! ~#$%&'()*+,-./:;<=>?@";
     image.set_message(message).unwrap();
     let path = scratch("custom").join("custom.raw");
     image::write_atomically(&path, &image.bytes).unwrap();
     assert_boots_and_idles(&VmConfig::disk(Path::new(&path)), message);
+}
+
+/// The longest message that fits (every free byte used) is printed whole: nothing after it in
+/// the sector is overwritten, and the signature still holds.
+#[test]
+fn the_longest_message_that_fits_is_printed_whole() {
+    let elf = env_dir(ELF_ENV).join("boot-sector");
+    let mut image = image::read_boot_sector(&elf).unwrap();
+    let room = image.message_end - image.message_start - 3;
+    let message: String = (0..room).map(|i| (b'A' + (i % 26) as u8) as char).collect();
+    image.set_message(&message).unwrap();
+    assert_eq!(image.free_bytes(), 0);
+    image.check_boot_sector().unwrap();
+    let path = scratch("longest").join("longest.raw");
+    image::write_atomically(&path, &image.bytes).unwrap();
+    assert_boots_and_idles(&VmConfig::disk(Path::new(&path)), &message);
 }
 
 /// The idle check is real: the same image with the idle loop's `hlt` turned into `nop` (the
@@ -113,9 +129,14 @@ fn a_custom_message_is_what_com1_carries() {
 #[test]
 fn the_idle_check_catches_a_vm_that_spins() {
     let mut bytes = std::fs::read(test_image("raw")).unwrap();
+    // Every `sti; hlt` (the compiler may rotate the loop and emit the pair twice).
     const STI_HLT: [u8; 2] = [0xFB, 0xF4];
-    let at = bytes.windows(2).position(|w| w == STI_HLT).expect("the idle loop's `sti; hlt`");
-    bytes[at + 1] = 0x90; // nop
+    let places: Vec<_> =
+        bytes.windows(2).enumerate().filter(|(_, w)| *w == STI_HLT).map(|(at, _)| at).collect();
+    assert!(!places.is_empty(), "the idle loop's `sti; hlt`");
+    for at in places {
+        bytes[at + 1] = 0x90; // nop
+    }
     let path = scratch("spin").join("spin.raw");
     image::write_atomically(&path, &bytes).unwrap();
     let mut vm = Vm::start(&VmConfig::disk(&path)).unwrap();
@@ -329,4 +350,125 @@ fn flat_rom_matches_llvm_objcopy() {
         "our ELF-to-flat step and llvm-objcopy disagree"
     );
     assert!(ours.bytes[theirs.len()..].iter().all(|&b| b == 0));
+}
+
+/// How soon after the power button (or a key) the VM must be off.
+pub const POWER_OFF_LIMIT: Duration = Duration::from_secs(2);
+
+/// Boots every config at once, waits for each message, then asks each to power off with
+/// `ask` and checks that QEMU exits by itself within POWER_OFF_LIMIT, successfully, with QMP
+/// reporting a guest-initiated shutdown (ACPI soft-off, not the host stopping QEMU).
+fn assert_all_power_off(configs: &[VmConfig], ask: impl Fn(&mut Vm)) {
+    let mut vms: Vec<_> = configs.iter().map(|config| Vm::start(config).unwrap()).collect();
+    for vm in &mut vms {
+        vm.wait_for(format!("{DEFAULT_MESSAGE}\r\n").as_bytes(), BOOT_TIMEOUT).unwrap();
+    }
+    let mut failures = Vec::new();
+    for vm in &mut vms {
+        ask(vm);
+        match vm.wait_exit(POWER_OFF_LIMIT).unwrap() {
+            None => failures
+                .push(format!("{}: still running {POWER_OFF_LIMIT:?} later", vm.description())),
+            Some((status, _)) if !status.success() => failures.push(format!(
+                "{}: QEMU exited with {status}: {}",
+                vm.description(),
+                vm.stderr_output()
+            )),
+            Some(_) if !vm.guest_shut_down() => failures.push(format!(
+                "{}: no guest-initiated SHUTDOWN on QMP: {}",
+                vm.description(),
+                vm.qmp_log()
+            )),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}",
+        failures.len(),
+        vms.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every way the VM boots: the disk on `pc` (IDE) and `q35` (AHCI), a virtio disk, the ISO on
+/// `pc` and `q35`, the ROM on `pc` and `q35`.
+fn every_boot_path() -> Vec<VmConfig> {
+    let (img, iso, rom) = (test_image("img"), test_image("iso"), test_image("rom"));
+    let mut configs = vec![
+        VmConfig::boot(&img, Format::Img, Bus::Ide),
+        VmConfig::boot(&img, Format::Img, Bus::Ahci),
+        VmConfig::boot(&img, Format::Img, Bus::VirtioBlk),
+        VmConfig::boot(&iso, Format::Iso, Bus::Ide),
+        VmConfig::boot(&iso, Format::Iso, Bus::Ahci),
+    ];
+    for machine in ["pc", "q35"] {
+        let mut config = VmConfig::boot(&rom, Format::Rom, Bus::Ide);
+        config.machine = machine.into();
+        configs.push(config);
+    }
+    configs
+}
+
+#[test]
+fn the_acpi_power_button_powers_off_every_boot_path() {
+    assert_all_power_off(&every_boot_path(), |vm| vm.qmp("system_powerdown").unwrap());
+}
+
+#[test]
+fn a_key_on_the_serial_console_powers_off() {
+    let configs = every_boot_path();
+    assert_all_power_off(&[configs[0].clone(), configs[5].clone()], |vm| {
+        vm.send_serial(b"q").unwrap()
+    });
+}
+
+#[test]
+fn a_key_on_the_keyboard_powers_off() {
+    let configs = every_boot_path();
+    let key = r#"{"execute": "send-key", "arguments": {"keys": [{"type": "qcode", "data": "q"}]}}"#;
+    assert_all_power_off(
+        &[configs[0].clone(), configs[1].clone(), configs[5].clone(), configs[6].clone()],
+        |vm| vm.qmp_json(key).unwrap(),
+    );
+}
+
+/// No ACPI (`acpi=off`: no tables for the boot sector, no PM function for the ROM): the VM
+/// still prints and idles, and the power button and keys change nothing: no crash, no reboot
+/// (`-no-reboot` would end QEMU), no spinning.
+#[test]
+fn without_acpi_the_vm_prints_idles_and_ignores_the_button() {
+    let mut configs = every_boot_path();
+    configs.retain(|config| {
+        config.machine == "pc" && !matches!(config.boot, Boot::Disk { bus: Bus::VirtioBlk, .. })
+    });
+    for config in &mut configs {
+        config.machine = "pc,acpi=off".into();
+    }
+    let line = format!("{DEFAULT_MESSAGE}\r\n");
+    let mut vms: Vec<_> = configs.iter().map(|config| Vm::start(config).unwrap()).collect();
+    for vm in &mut vms {
+        vm.wait_for(line.as_bytes(), BOOT_TIMEOUT).unwrap();
+        vm.qmp("system_powerdown").unwrap();
+        vm.send_serial(b"q").unwrap();
+    }
+    std::thread::sleep(POWER_OFF_LIMIT);
+    let before: Vec<_> = vms.iter().map(|vm| vm.cpu_time().unwrap()).collect();
+    std::thread::sleep(IDLE_WINDOW);
+    for (vm, before) in vms.iter_mut().zip(before) {
+        assert!(
+            vm.try_wait().unwrap().is_none(),
+            "{}: QEMU exited: {}",
+            vm.description(),
+            vm.stderr_output()
+        );
+        let share = (vm.cpu_time().unwrap() - before).as_secs_f64() / IDLE_WINDOW.as_secs_f64();
+        assert!(
+            share < IDLE_LIMIT,
+            "{}: {:.1}% of a core after the button",
+            vm.description(),
+            share * 100.0
+        );
+        assert_eq!(String::from_utf8_lossy(&vm.serial_output()), line, "{}", vm.description());
+    }
 }

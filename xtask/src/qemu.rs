@@ -8,9 +8,12 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -239,11 +242,33 @@ struct Captured {
     grew: Condvar,
 }
 
-/// A running QEMU. Dropping it kills QEMU and reaps it.
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+}
+
+/// Where COM1 goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// Captured for the caller to read ([`Vm::wait_for`]), input through [`Vm::send_serial`].
+    Captured,
+    /// This terminal: QEMU's output on our stdout, our stdin forwarded to COM1 (for `run`).
+    Terminal,
+}
+
+/// A running QEMU with its QMP control socket. Dropping it kills QEMU and reaps it.
 pub struct Vm {
     child: Child,
+    /// COM1 output, when captured.
     serial: Arc<Captured>,
     stderr: Arc<Captured>,
+    stdin: Option<ChildStdin>,
+    qmp: UnixStream,
+    /// Everything QMP sent: replies and events (SHUTDOWN, ...).
+    qmp_log: Arc<Captured>,
+    qmp_reader: Option<thread::JoinHandle<()>>,
+    qmp_path: PathBuf,
     started: Instant,
     description: String,
 }
@@ -251,19 +276,168 @@ pub struct Vm {
 impl Vm {
     /// Starts QEMU headless with COM1 captured.
     pub fn start(config: &VmConfig) -> Result<Vm> {
+        Vm::start_with(config, Console::Captured)
+    }
+
+    /// Starts QEMU with COM1 captured or on this terminal, and connects to its QMP socket.
+    pub fn start_with(config: &VmConfig, console: Console) -> Result<Vm> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let qemu = binary()?;
         let description = describe(config);
-        let mut child = Command::new(qemu)
+        let qmp_path = std::env::temp_dir().join(format!(
+            "vm512-qmp-{}-{}.sock",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_file(&qmp_path);
+        let mut command = Command::new(qemu);
+        command
             .args(config.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting QEMU for {description}"))?;
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .stdin(Stdio::piped());
+        match console {
+            Console::Captured => {
+                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+            // Its own process group: Ctrl-C on the terminal reaches the xtask, which turns it
+            // into a power-button press, not QEMU, which would stop dead.
+            Console::Terminal => {
+                command.process_group(0);
+            }
+        }
+        let mut child =
+            command.spawn().with_context(|| format!("starting QEMU for {description}"))?;
         let started = Instant::now();
-        let serial = capture(child.stdout.take().expect("stdout is piped"));
-        let stderr = capture(child.stderr.take().expect("stderr is piped"));
-        Ok(Vm { child, serial, stderr, started, description })
+        let serial = child.stdout.take().map(capture).unwrap_or_default();
+        let stderr = child.stderr.take().map(capture).unwrap_or_default();
+        let mut stdin = child.stdin.take();
+        if console == Console::Terminal {
+            let mut input = stdin.take().expect("stdin is piped");
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin(), &mut input);
+            });
+        }
+        let mut vm = Vm {
+            qmp: UnixStream::pair()?.0, // replaced right below
+            child,
+            serial,
+            stderr,
+            stdin,
+            qmp_log: Arc::default(),
+            qmp_reader: None,
+            qmp_path,
+            started,
+            description,
+        };
+        vm.connect_qmp()?;
+        Ok(vm)
+    }
+
+    /// Connects to QEMU's QMP socket (QEMU creates it while it starts) and leaves the
+    /// capabilities negotiation behind, so that commands work.
+    fn connect_qmp(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match UnixStream::connect(&self.qmp_path) {
+                Ok(stream) => break stream,
+                Err(error) => {
+                    if let Some(status) = self.child.try_wait()? {
+                        bail!(
+                            "{}: QEMU exited ({status}) at start{}",
+                            self.description,
+                            self.stderr_note()
+                        );
+                    }
+                    if Instant::now() > deadline {
+                        bail!(
+                            "{}: no QMP socket at {}: {error}",
+                            self.description,
+                            self.qmp_path.display()
+                        );
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        self.qmp = stream.try_clone()?;
+        let log = Arc::clone(&self.qmp_log);
+        self.qmp_reader = Some(thread::spawn(move || {
+            let mut source = stream;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = source.read(&mut chunk) {
+                log.bytes.lock().unwrap().extend_from_slice(&chunk[..n]);
+                log.grew.notify_all();
+            }
+        }));
+        self.qmp("qmp_capabilities")
+    }
+
+    /// Runs a QMP command (`system_powerdown`, `quit`, ...) and waits for its reply.
+    pub fn qmp(&mut self, command: &str) -> Result<()> {
+        self.qmp_json(&format!(r#"{{"execute": "{command}"}}"#))
+    }
+
+    /// Sends one QMP command, written as JSON, and waits up to 10 s for its reply.
+    pub fn qmp_json(&mut self, json: &str) -> Result<()> {
+        let seen = self.qmp_log.bytes.lock().unwrap().len();
+        self.qmp.write_all(json.as_bytes())?;
+        self.qmp.write_all(b"\n")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut log = self.qmp_log.bytes.lock().unwrap();
+        loop {
+            // What QMP said since the command: its reply, perhaps after some events.
+            let since = String::from_utf8_lossy(&log[seen..]).into_owned();
+            if since.contains(r#""return""#) {
+                return Ok(());
+            }
+            if since.contains(r#""error""#) {
+                bail!("{}: QMP {json} failed: {}", self.description, since.trim());
+            }
+            if Instant::now() > deadline {
+                bail!("{}: no QMP reply to {json} within 10 s", self.description);
+            }
+            log = self.qmp_log.grew.wait_timeout(log, Duration::from_millis(50)).unwrap().0;
+        }
+    }
+
+    /// Everything QMP has said: greeting, replies, events.
+    pub fn qmp_log(&self) -> String {
+        self.qmp_log.text()
+    }
+
+    /// Types bytes on COM1 (the serial console's keyboard).
+    pub fn send_serial(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("COM1 input is the terminal")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for QEMU to exit by itself; returns its status and how long that
+    /// took, or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<(ExitStatus, Duration)>> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // QEMU closed QMP on its way out: let the reader collect the last events.
+                if let Some(reader) = self.qmp_reader.take() {
+                    let _ = reader.join();
+                }
+                return Ok(Some((status, start.elapsed())));
+            }
+            if start.elapsed() >= timeout {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether QMP reported a shutdown the guest asked for (ACPI soft-off), as opposed to one
+    /// from the host (`quit`, a signal).
+    pub fn guest_shut_down(&self) -> bool {
+        let log = self.qmp_log();
+        log.contains(r#""event": "SHUTDOWN""#) && log.contains(r#""reason": "guest-shutdown""#)
     }
 
     /// Waits until COM1 has carried `needle`; returns the time since QEMU started. Fails on
@@ -314,7 +488,7 @@ impl Vm {
 
     /// What QEMU printed on stderr so far.
     pub fn stderr_output(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.bytes.lock().unwrap()).into_owned()
+        self.stderr.text()
     }
 
     fn stderr_note(&self) -> String {
@@ -362,6 +536,7 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = fs::remove_file(&self.qmp_path);
     }
 }
 

@@ -1,0 +1,35 @@
+//! The local APIC, which sits between the 8259 PIC and the CPU on every CPU model that has one.
+//!
+//! Out of reset it is enabled in its base MSR but software-disabled, with LINT0 (where the 8259
+//! is wired) masked: the timer's interrupts would never reach the CPU, and `hlt` would sleep
+//! through the power button. A BIOS routes LINT0 as ExtINT ("virtual wire"); so does the ROM.
+//! Plain memory writes: on a CPU with no local APIC (a 486) they reach nothing.
+
+/// Default physical address of the local APIC's registers (`asm/start.s` lets DS reach it).
+const LAPIC_BASE: usize = 0xFEE0_0000;
+/// Spurious interrupt vector register: bit 8 enables the APIC in software.
+const SVR: usize = 0xF0;
+/// Local vector table entries for the LINT0 and LINT1 pins.
+const LVT_LINT0: usize = 0x350;
+const LVT_LINT1: usize = 0x360;
+
+/// SVR: APIC enabled, spurious vector 0xFF.
+const SVR_ENABLED: u32 = 0x1FF;
+/// LVT delivery mode ExtINT (bits 8-10 = 111): the 8259 supplies the vector.
+const DELIVER_EXTINT: u32 = 0b111 << 8;
+/// LVT delivery mode NMI (bits 8-10 = 100).
+const DELIVER_NMI: u32 = 0b100 << 8;
+
+/// Lets the 8259's interrupts through to the CPU (LINT0 ExtINT, LINT1 NMI), as a BIOS does.
+pub fn pass_through_8259() {
+    let write = |register: usize, value: u32| {
+        // SAFETY: the local APIC's MMIO registers, 32-bit aligned, written 32 bits at a time.
+        unsafe {
+            core::ptr::with_exposed_provenance_mut::<u32>(LAPIC_BASE + register)
+                .write_volatile(value)
+        }
+    };
+    write(SVR, SVR_ENABLED);
+    write(LVT_LINT0, DELIVER_EXTINT);
+    write(LVT_LINT1, DELIVER_NMI);
+}
