@@ -32,7 +32,9 @@ real_mode_start:
     mov es, cx
     jmp vm_main
 
-# The GDT. Its null entry (never used by the CPU) doubles as the 6-byte LGDT operand.
+# The GDT, with the constants: its null entry (never used by the CPU) doubles as the 6-byte
+# LGDT operand.
+.section .rodata.gdt, "a"
 gdt:
     .word gdt_end - gdt - 1     # limit: size of the table minus one
     .long gdt                   # linear base of the table

@@ -67,3 +67,31 @@ pub fn clean_boot_crate() -> Result<()> {
 pub fn elf_dir() -> PathBuf {
     project_root().join("target").join("i386-code16-boot-sector").join("release")
 }
+
+/// `<sysroot>/lib/rustlib/<host>/bin`, where the `llvm-tools` component puts its binaries.
+pub fn llvm_bin_dir() -> Result<PathBuf> {
+    let rustc = |arg: &str| -> Result<String> {
+        let out = Command::new("rustc")
+            .current_dir(project_root())
+            .arg(arg)
+            .output()
+            .context("running rustc")?;
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    };
+    let sysroot = rustc("--print=sysroot")?;
+    let host = rustc("-vV")?
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_string)
+        .context("rustc -vV names no host")?;
+    let dir = PathBuf::from(sysroot).join("lib/rustlib").join(host).join("bin");
+    if !dir.join("llvm-objcopy").exists() {
+        bail!(
+            "llvm-objcopy is missing from {}: install the toolchain's components with \
+             `rustup toolchain install` in {}",
+            dir.display(),
+            project_root().display()
+        );
+    }
+    Ok(dir)
+}

@@ -16,6 +16,7 @@ COMMANDS:
     image   Build the VM and write target/images/512-byte-vm.<ext> and SHA256SUMS
     run     Build the VM and boot it in QEMU (Ctrl-C to stop)
     test    Build the images and run every test, boot tests in QEMU included
+    disasm  Print the boot sector's annotated disassembly (--rom: the ROM's)
     help    Print this help
 
 OPTIONS (image, run):
@@ -48,6 +49,7 @@ pub enum Command {
     Image(ImageOptions),
     Run(ImageOptions),
     Test,
+    Disasm { rom: bool },
 }
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
@@ -62,6 +64,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     };
     let takes_image_options = matches!(command.as_str(), "image" | "run");
     let mut options = ImageOptions::default();
+    let mut rom = false;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("help") | Short('h') => return Ok(Command::Help),
@@ -78,6 +81,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                     bail!("`run` boots one format; got `{list}`");
                 }
             }
+            Long("rom") if command == "disasm" => rom = true,
             other => {
                 return Err(other.unexpected())
                     .with_context(|| format!("`cargo xtask {command}`: see `cargo xtask help`"));
@@ -88,6 +92,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
         "image" => Command::Image(options),
         "run" => Command::Run(options),
         "test" => Command::Test,
+        "disasm" => Command::Disasm { rom },
         "help" => Command::Help,
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     })

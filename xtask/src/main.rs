@@ -4,8 +4,11 @@
 
 mod build;
 mod cli;
+mod disasm;
 mod elf;
 mod formats;
+#[cfg(test)]
+mod gdb;
 mod image;
 mod iso;
 mod qemu;
@@ -14,6 +17,8 @@ mod test;
 
 #[cfg(test)]
 mod boot_tests;
+#[cfg(test)]
+mod robustness_tests;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +43,7 @@ fn try_main() -> anyhow::Result<()> {
         }
         Command::Run(options) => run::run(&options)?,
         Command::Test => test::run()?,
+        Command::Disasm { rom } => disasm::run(rom)?,
     }
     Ok(())
 }

@@ -1,9 +1,6 @@
 //! `cargo xtask test`: builds the images the boot tests need, then runs every test of the xtask
 //! (unit tests and boot tests) with `cargo test`.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use anyhow::{Context, Result, bail};
 
 use crate::build::{self, cargo};
@@ -42,7 +39,7 @@ pub fn run() -> Result<()> {
         .arg(format!("--test-threads={}", test_threads()))
         .env(IMAGES_ENV, &dir)
         .env(ELF_ENV, &elf_dir)
-        .env(LLVM_ENV, llvm_bin_dir()?)
+        .env(LLVM_ENV, build::llvm_bin_dir()?)
         .status()
         .context("could not start cargo test")?;
     if !status.success() {
@@ -53,32 +50,4 @@ pub fn run() -> Result<()> {
 
 fn test_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
-}
-
-/// `<sysroot>/lib/rustlib/<host>/bin`, where the `llvm-tools` component puts its binaries.
-pub fn llvm_bin_dir() -> Result<PathBuf> {
-    let rustc = |arg: &str| -> Result<String> {
-        let out = Command::new("rustc")
-            .current_dir(project_root())
-            .arg(arg)
-            .output()
-            .context("running rustc")?;
-        Ok(String::from_utf8(out.stdout)?.trim().to_string())
-    };
-    let sysroot = rustc("--print=sysroot")?;
-    let host = rustc("-vV")?
-        .lines()
-        .find_map(|line| line.strip_prefix("host: "))
-        .map(str::to_string)
-        .context("rustc -vV names no host")?;
-    let dir = PathBuf::from(sysroot).join("lib/rustlib").join(host).join("bin");
-    if !dir.join("llvm-objcopy").exists() {
-        bail!(
-            "llvm-objcopy is missing from {}: install the toolchain's components with \
-             `rustup toolchain install` in {}",
-            dir.display(),
-            project_root().display()
-        );
-    }
-    Ok(dir)
 }
