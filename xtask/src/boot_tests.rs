@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::cli::DEFAULT_MESSAGE;
 use crate::formats::Format;
 use crate::image::{self, Image};
-use crate::qemu::{Accel, Boot, Bus, Vm, VmConfig};
+use crate::qemu::{Boot, Bus, Vm, VmConfig};
 use crate::test::{ELF_ENV, IMAGES_ENV, LLVM_ENV};
 
 /// How long a boot may take to print, generous for software emulation on a loaded machine.
@@ -294,14 +294,7 @@ fn sha256sums_verifies_with_sha256sum() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches(": OK").count(), Format::ALL.len());
 }
 
-/// TCG always; KVM too when this machine can use it.
-pub fn accels() -> Vec<Accel> {
-    let mut accels = vec![Accel::Tcg];
-    if crate::qemu::kvm_usable() {
-        accels.push(Accel::Kvm);
-    }
-    accels
-}
+pub use crate::qemu::available_accels as accels;
 
 /// The ROM as `-bios` and in pflash, on `pc` and `q35`, under every accelerator available.
 #[test]

@@ -4,7 +4,9 @@ use std::ffi::OsString;
 
 use anyhow::{Context, Result, bail};
 
+use crate::bench::{BenchOptions, DEFAULT_VMS};
 use crate::formats::Format;
+use crate::qemu::Bus;
 
 pub const USAGE: &str = "\
 cargo xtask: build, boot and test the 512-byte VM
@@ -17,12 +19,16 @@ COMMANDS:
     run     Build the VM and boot it in QEMU (Ctrl-C to stop)
     test    Build the images and run every test, boot tests in QEMU included
     disasm  Print the boot sector's annotated disassembly (--rom: the ROM's)
+    bench   Measure boot latency, idle CPU, density, size and build time
+            (--quick: within a minute; --vms N: VMs at once for density [default: 32])
     help    Print this help
 
 OPTIONS (image, run):
     -m, --message TEXT   The line the VM prints (printable ASCII) [default: Hello World!]
     -f, --format LIST    image: formats to write, comma-separated, or `all` [default: raw]
                          run: the one format to boot [default: raw]
+    --bus BUS            run: the disk (or CD) controller: ide (pc), ahci (q35),
+                         virtio-blk, virtio-scsi [default: ide]
                          Formats: raw (the 512-byte sector), img (raw padded to 1 MiB),
                          qcow2, vmdk, vdi, vhd, iso
 ";
@@ -47,9 +53,10 @@ impl Default for ImageOptions {
 pub enum Command {
     Help,
     Image(ImageOptions),
-    Run(ImageOptions),
+    Run(ImageOptions, Bus),
     Test,
     Disasm { rom: bool },
+    Bench(BenchOptions),
 }
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
@@ -65,6 +72,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     let takes_image_options = matches!(command.as_str(), "image" | "run");
     let mut options = ImageOptions::default();
     let mut rom = false;
+    let mut bus = Bus::Ide;
+    let mut bench = BenchOptions::default();
     while let Some(arg) = parser.next()? {
         match arg {
             Long("help") | Short('h') => return Ok(Command::Help),
@@ -82,6 +91,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                 }
             }
             Long("rom") if command == "disasm" => rom = true,
+            Long("bus") if command == "run" => {
+                let name = parser.value()?.string()?;
+                bus = Bus::ALL.into_iter().find(|b| b.name() == name).with_context(|| {
+                    let names: Vec<_> = Bus::ALL.iter().map(|b| b.name()).collect();
+                    format!("unknown bus `{name}`; valid buses: {}", names.join(", "))
+                })?;
+            }
+            Long("quick") if command == "bench" => bench.quick = true,
+            Long("vms") if command == "bench" => {
+                let text = parser.value()?.string()?;
+                bench.vms = match text.parse::<usize>() {
+                    Ok(n @ 1..=256) => n,
+                    _ => bail!(
+                        "--vms takes a number of VMs from 1 to 256 (default {DEFAULT_VMS}); got `{text}`"
+                    ),
+                };
+            }
             other => {
                 return Err(other.unexpected())
                     .with_context(|| format!("`cargo xtask {command}`: see `cargo xtask help`"));
@@ -90,9 +116,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     }
     Ok(match command.as_str() {
         "image" => Command::Image(options),
-        "run" => Command::Run(options),
+        "run" => Command::Run(options, bus),
         "test" => Command::Test,
         "disasm" => Command::Disasm { rom },
+        "bench" => Command::Bench(bench),
         "help" => Command::Help,
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     })
@@ -127,10 +154,14 @@ mod tests {
             panic!("not an image command");
         };
         assert_eq!(options.formats, vec![Format::Qcow2, Format::Iso]);
-        let Command::Run(options) = parse_str(&["run", "-f", "vhd"]).unwrap() else {
+        let Command::Run(options, bus) =
+            parse_str(&["run", "-f", "vhd", "--bus", "virtio-scsi"]).unwrap()
+        else {
             panic!("not a run command");
         };
-        assert_eq!(options.formats, vec![Format::Vhd]);
+        assert_eq!((options.formats, bus), (vec![Format::Vhd], Bus::VirtioScsi));
+        let error = format!("{:#}", parse_str(&["run", "--bus", "scsi"]).unwrap_err());
+        assert!(error.contains("valid buses: ide, ahci, virtio-blk, virtio-scsi"), "{error}");
         let error = parse_str(&["run", "--format", "raw,iso"]).unwrap_err().to_string();
         assert!(error.contains("boots one format"), "{error}");
         let error = format!("{:#}", parse_str(&["image", "--format", "vhdx"]).unwrap_err());

@@ -69,8 +69,9 @@ impl Format {
     /// ones every platform imports (see README, "Formats").
     pub fn qemu_img_args(self) -> Option<&'static [&'static str]> {
         Some(match self {
-            // 64 KiB clusters (qemu-img's default, what every qcow2 reader handles), compressed.
-            Format::Qcow2 => &["-O", "qcow2", "-c", "-o", "compat=1.1"],
+            // qcow2 v3 with 4 KiB clusters, uncompressed: its metadata takes 5 clusters, so the
+            // cluster size sets the file size (64 KiB clusters: 320 KiB before any data).
+            Format::Qcow2 => &["-O", "qcow2", "-o", "compat=1.1,cluster_size=4096"],
             // monolithicSparse: one file that VMware Workstation/Fusion and VirtualBox attach.
             Format::Vmdk => &["-O", "vmdk", "-o", "subformat=monolithicSparse"],
             // Dynamic VDI, VirtualBox's default.

@@ -43,26 +43,26 @@ pub struct Image {
 }
 
 impl Image {
-    /// Reads a linked boot sector: flattens it to 512 bytes at 0x7C00.
-    pub fn boot_sector_from_elf(elf: &[u8]) -> Result<Image> {
-        let flat = elf::flatten(elf, BOOT_ADDRESS, SECTOR_SIZE, &["__message", "__message_end"])?;
-        let image = Image {
+    /// Flattens a linked image to `size` bytes from load address `base`, with its message area.
+    fn from_elf(elf: &[u8], base: u64, size: usize) -> Result<Image> {
+        let flat = elf::flatten(elf, base, size, &["__message", "__message_end"])?;
+        Ok(Image {
             message_start: flat.symbols["__message"],
             message_end: flat.symbols["__message_end"],
             bytes: flat.bytes,
-        };
+        })
+    }
+
+    /// Reads a linked boot sector: 512 bytes at 0x7C00.
+    pub fn boot_sector_from_elf(elf: &[u8]) -> Result<Image> {
+        let image = Image::from_elf(elf, BOOT_ADDRESS, SECTOR_SIZE)?;
         image.check_boot_sector()?;
         Ok(image)
     }
 
-    /// Reads a linked ROM: flattens it to 64 KiB at 0xF0000 (load addresses).
+    /// Reads a linked ROM: 64 KiB at 0xF0000 (load addresses).
     pub fn rom_from_elf(elf: &[u8]) -> Result<Image> {
-        let flat = elf::flatten(elf, ROM_BASE, ROM_SIZE, &["__message", "__message_end"])?;
-        let image = Image {
-            message_start: flat.symbols["__message"],
-            message_end: flat.symbols["__message_end"],
-            bytes: flat.bytes,
-        };
+        let image = Image::from_elf(elf, ROM_BASE, ROM_SIZE)?;
         check_rom(&image.bytes)?;
         Ok(image)
     }
@@ -235,14 +235,17 @@ pub fn write_checksums(dir: &Path) -> Result<PathBuf> {
 
 /// Reads and flattens the linked boot sector at `elf_path`.
 pub fn read_boot_sector(elf_path: &Path) -> Result<Image> {
-    let elf = fs::read(elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
-    Image::boot_sector_from_elf(&elf).with_context(|| format!("{}", elf_path.display()))
+    read_elf(elf_path, Image::boot_sector_from_elf)
 }
 
 /// Reads and flattens the linked ROM at `elf_path`.
 pub fn read_rom(elf_path: &Path) -> Result<Image> {
+    read_elf(elf_path, Image::rom_from_elf)
+}
+
+fn read_elf(elf_path: &Path, parse: fn(&[u8]) -> Result<Image>) -> Result<Image> {
     let elf = fs::read(elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
-    Image::rom_from_elf(&elf).with_context(|| format!("{}", elf_path.display()))
+    parse(&elf).with_context(|| format!("{}", elf_path.display()))
 }
 
 /// `dir/512-byte-vm.<ext>`.

@@ -2,6 +2,7 @@
 //!
 //! `main` only parses the command line and dispatches to one module per task.
 
+mod bench;
 mod build;
 mod cli;
 mod disasm;
@@ -41,9 +42,10 @@ fn try_main() -> anyhow::Result<()> {
         Command::Image(options) => {
             image::build_images(&options, &images_dir())?;
         }
-        Command::Run(options) => run::run(&options)?,
+        Command::Run(options, bus) => run::run(&options, bus)?,
         Command::Test => test::run()?,
         Command::Disasm { rom } => disasm::run(rom)?,
+        Command::Bench(options) => bench::run(&options)?,
     }
     Ok(())
 }

@@ -3,9 +3,6 @@
 //! A [`Vm`] owns its QEMU process and kills it when dropped, on success, failure or panic alike,
 //! so no test leaves a QEMU behind. COM1 is QEMU's stdout, collected by a reader thread.
 
-// Parts of the launcher serve only the boot tests until `bench` uses them too.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};
@@ -84,6 +81,15 @@ impl Accel {
     }
 }
 
+/// TCG always; KVM too when this machine can use it.
+pub fn available_accels() -> Vec<Accel> {
+    let mut accels = vec![Accel::Tcg];
+    if kvm_usable() {
+        accels.push(Accel::Kvm);
+    }
+    accels
+}
+
 /// Whether this user can use KVM.
 pub fn kvm_usable() -> bool {
     fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
@@ -133,7 +139,9 @@ pub enum Boot {
     Cdrom { bus: Bus },
     /// A firmware image in place of the BIOS (`-bios`).
     Bios,
-    /// A firmware image in a pflash device (`-drive if=pflash`).
+    /// A firmware image in a pflash device (`-drive if=pflash`). (The tests boot it so; `run`
+    /// uses `-bios`.)
+    #[cfg_attr(not(test), allow(dead_code))]
     Pflash,
 }
 
@@ -263,6 +271,8 @@ pub struct Vm {
     /// COM1 output, when captured.
     serial: Arc<Captured>,
     stderr: Arc<Captured>,
+    /// COM1's input (kept open; only the tests type on it).
+    #[cfg_attr(not(test), allow(dead_code))]
     stdin: Option<ChildStdin>,
     qmp: UnixStream,
     /// Everything QMP sent: replies and events (SHUTDOWN, ...).
@@ -384,34 +394,44 @@ impl Vm {
         self.qmp.write_all(json.as_bytes())?;
         self.qmp.write_all(b"\n")?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut log = self.qmp_log.bytes.lock().unwrap();
-        loop {
-            // What QMP said since the command: its reply, perhaps after some events.
-            let since = String::from_utf8_lossy(&log[seen..]).into_owned();
+        // What QMP said since the command: its reply, perhaps after some events.
+        let reply = |log: &Captured| -> Option<Result<()>> {
+            let since = String::from_utf8_lossy(&log.bytes.lock().unwrap()[seen..]).into_owned();
             if since.contains(r#""return""#) {
-                return Ok(());
+                Some(Ok(()))
+            } else if since.contains(r#""error""#) {
+                Some(Err(anyhow::anyhow!("QMP {json} failed: {}", since.trim())))
+            } else {
+                None
             }
-            if since.contains(r#""error""#) {
-                bail!("{}: QMP {json} failed: {}", self.description, since.trim());
+        };
+        loop {
+            if let Some(result) = reply(&self.qmp_log) {
+                return result.with_context(|| self.description.clone());
             }
-            if Instant::now() > deadline {
-                bail!("{}: no QMP reply to {json} within 10 s", self.description);
+            let log = self.qmp_log.bytes.lock().unwrap();
+            drop(self.qmp_log.grew.wait_timeout(log, Duration::from_millis(50)).unwrap());
+            let exited = self.child.try_wait()?;
+            if exited.is_some() || Instant::now() > deadline {
+                // A reply may have come just before QEMU went.
+                thread::sleep(Duration::from_millis(20));
+                if let Some(result) = reply(&self.qmp_log) {
+                    return result.with_context(|| self.description.clone());
+                }
+                let state =
+                    exited.map_or("QEMU still runs".to_string(), |s| format!("QEMU exited ({s})"));
+                bail!(
+                    "{}: no QMP reply to {json} ({state}){}",
+                    self.description,
+                    self.stderr_note()
+                );
             }
-            log = self.qmp_log.grew.wait_timeout(log, Duration::from_millis(50)).unwrap().0;
         }
     }
 
     /// Everything QMP has said: greeting, replies, events.
     pub fn qmp_log(&self) -> String {
         self.qmp_log.text()
-    }
-
-    /// Types bytes on COM1 (the serial console's keyboard).
-    pub fn send_serial(&mut self, bytes: &[u8]) -> Result<()> {
-        let stdin = self.stdin.as_mut().context("COM1 input is the terminal")?;
-        stdin.write_all(bytes)?;
-        stdin.flush()?;
-        Ok(())
     }
 
     /// Waits up to `timeout` for QEMU to exit by itself; returns its status and how long that
@@ -481,6 +501,10 @@ impl Vm {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything COM1 has carried so far.
     pub fn serial_output(&self) -> Vec<u8> {
         self.serial.bytes.lock().unwrap().clone()
@@ -503,6 +527,18 @@ impl Vm {
     /// CPU time QEMU has used so far, all threads (user + system).
     pub fn cpu_time(&self) -> Result<Duration> {
         process_cpu_time(self.child.id())
+    }
+}
+
+/// What only the tests need.
+#[cfg(test)]
+impl Vm {
+    /// Types bytes on COM1 (the serial console's keyboard).
+    pub fn send_serial(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("COM1 input is the terminal")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
     }
 
     /// QEMU's exit status, if it has exited.

@@ -19,20 +19,22 @@ const GRACE: Duration = Duration::from_secs(5);
 /// Ctrl-C presses so far (set by the SIGINT handler).
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
-pub fn run(options: &ImageOptions) -> Result<()> {
+pub fn run(options: &ImageOptions, bus: Bus) -> Result<()> {
     // Say what is missing before building anything.
     qemu::binary()?;
     let written = image::build_images(options, &images_dir())?;
     let (format, path) = written.first().context("no format to boot")?;
 
-    let mut config = VmConfig::disk(path);
-    config.boot = format.boot(Bus::Ide);
+    let mut config = VmConfig::boot(path, *format, bus);
     config.window = has_display();
     let accel = match config.accel {
         Accel::Kvm => "KVM",
         Accel::Tcg => "TCG software emulation (no usable /dev/kvm)",
     };
-    let how = if config.boot == Boot::Bios { "as the firmware (-bios)" } else { "from disk" };
+    let how = match config.boot {
+        Boot::Bios => format!("as the firmware (-bios, {})", config.machine),
+        _ => format!("on {} ({})", bus.name(), config.machine),
+    };
     if config.window {
         println!(
             "booting {} {how} in a QEMU window with {accel}; COM1 is shown here too.",

@@ -1,0 +1,534 @@
+//! `cargo xtask bench [--quick] [--vms N]`: boot latency, idle CPU, density, size and build time,
+//! measured in one run and written to `target/bench/report.md` and `report.json`.
+//!
+//! Benchmarks are not tests: they never fail on a missed target, they report it.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::cli::ImageOptions;
+use crate::formats::Format;
+use crate::image::{self, thousands};
+use crate::qemu::{self, Accel, Boot, Bus, Vm, VmConfig};
+use crate::{build, project_root};
+
+/// What `--quick` and `--vms` ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    pub quick: bool,
+    pub vms: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions { quick: false, vms: DEFAULT_VMS }
+    }
+}
+
+/// VMs started at once for the density figure.
+pub const DEFAULT_VMS: usize = 32;
+/// The targets the report is read against.
+const IDLE_TARGET: f64 = 0.01;
+const DENSITY_TARGET: Duration = Duration::from_secs(3);
+const ROM_RATIO_TARGET: f64 = 0.4;
+/// How long one VM may take to print before the benchmark gives up on it.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Median, minimum and maximum of some durations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    pub median: Duration,
+    pub min: Duration,
+    pub max: Duration,
+    pub runs: usize,
+}
+
+impl Stats {
+    pub fn of(samples: &[Duration]) -> Stats {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        let n = sorted.len();
+        assert!(n > 0, "no samples");
+        let median =
+            if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2 };
+        Stats { median, min: sorted[0], max: sorted[n - 1], runs: n }
+    }
+}
+
+/// Boot latency of both images under one accelerator.
+struct Latency {
+    accel: Accel,
+    boot_sector: Stats,
+    rom: Stats,
+}
+
+impl Latency {
+    fn ratio(&self) -> f64 {
+        self.rom.median.as_secs_f64() / self.boot_sector.median.as_secs_f64()
+    }
+}
+
+/// N VMs at once.
+struct Density {
+    accel: Accel,
+    /// "boot sector" or "ROM".
+    image: &'static str,
+    vms: usize,
+    all_printed: Duration,
+    idle_total: f64,
+    mean_rss_kib: u64,
+}
+
+/// The machine the figures come from.
+struct Machine {
+    cpu: String,
+    cores: usize,
+    kvm: bool,
+    qemu: String,
+}
+
+impl Machine {
+    fn read() -> Machine {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name").and_then(|rest| rest.split_once(':')))
+            .map_or("unknown CPU".to_string(), |(_, name)| name.trim().to_string());
+        let qemu = std::process::Command::new("qemu-system-x86_64")
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.lines().next().map(str::to_string))
+            .unwrap_or_default();
+        Machine {
+            cpu,
+            cores: thread::available_parallelism().map_or(1, |n| n.get()),
+            kvm: qemu::kvm_usable(),
+            qemu,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let kvm = if self.kvm { "KVM usable" } else { "no KVM (TCG only)" };
+        format!("{}, {} cores, {kvm}; {}", self.cpu, self.cores, self.qemu)
+    }
+}
+
+pub fn run(options: &BenchOptions) -> Result<()> {
+    qemu::binary()?;
+    qemu::img_binary()?;
+    let started = Instant::now();
+    let machine = Machine::read();
+    println!("benchmarking on {}", machine.describe());
+    let out_dir = project_root().join("target").join("bench");
+    let images = out_dir.join("images");
+    let all = ImageOptions { formats: Format::ALL.to_vec(), ..ImageOptions::default() };
+    image::build_images(&all, &images)?;
+    let sector = image::read_boot_sector(&build::elf_dir().join("boot-sector"))?;
+    let raw = image::artifact_path(&images, "raw");
+    let rom = image::artifact_path(&images, "rom");
+    let runs = if options.quick { 5 } else { 20 };
+
+    // 1. Latency: QEMU start to the message on COM1.
+    let mut latencies = Vec::new();
+    for accel in qemu::available_accels() {
+        // Nested or slow KVM can take seconds per SeaBIOS boot: fewer runs there when quick.
+        let runs = if options.quick && accel == Accel::Kvm { 3 } else { runs };
+        println!("latency under {}: {runs} boots of each image", accel.name());
+        let boot_sector = Stats::of(&boot_times(&sector_config(&raw, accel), runs)?);
+        let rom = Stats::of(&boot_times(&rom_config(&rom, accel), runs)?);
+        latencies.push(Latency { accel, boot_sector, rom });
+    }
+    // The accelerator that boots the sector faster on this machine, for the rest.
+    let best = latencies.iter().min_by_key(|l| l.boot_sector.median).map(|l| l.accel).unwrap();
+
+    // 2. Idle CPU of one VM after its message, boot sector and ROM side by side.
+    let window = Duration::from_secs(5);
+    println!("idle CPU over {window:?} ({})", best.name());
+    let mut pair = [Vm::start(&sector_config(&raw, best))?, Vm::start(&rom_config(&rom, best))?];
+    for vm in &mut pair {
+        vm.wait_for(b"\r\n", BOOT_TIMEOUT)?;
+    }
+    let idle = cpu_shares(&mut pair, window)?;
+    drop(pair);
+
+    // 3. Density: N VMs started at once.
+    let mut densities = Vec::new();
+    let density_accels: Vec<Accel> =
+        if options.quick { vec![best] } else { qemu::available_accels() };
+    for accel in density_accels {
+        println!("density: {} VMs at once ({}), boot sector then ROM", options.vms, accel.name());
+        densities.push(density("boot sector", &sector_config(&raw, accel), options.vms, window)?);
+        densities.push(density("ROM", &rom_config(&rom, accel), options.vms, window)?);
+    }
+
+    // 5. Incremental `cargo xtask image`: nothing changed, then one source file touched.
+    println!("incremental image builds");
+    let raw_only = ImageOptions::default();
+    let quiet_dir = out_dir.join("incremental");
+    let unchanged = timed(|| image::build_images(&raw_only, &quiet_dir).map(drop))?;
+    touch(&project_root().join("src").join("lib.rs"))?;
+    let touched = timed(|| image::build_images(&raw_only, &quiet_dir).map(drop))?;
+
+    let report = Report {
+        machine,
+        latencies,
+        idle,
+        densities,
+        sector,
+        images,
+        unchanged,
+        touched,
+        options: options.clone(),
+    };
+    fs::create_dir_all(&out_dir)?;
+    let markdown = report.markdown();
+    image::write_atomically(&out_dir.join("report.md"), markdown.as_bytes())?;
+    image::write_atomically(&out_dir.join("report.json"), report.json().as_bytes())?;
+    println!("\n{markdown}");
+    println!(
+        "wrote {} and report.json in {:.1} s",
+        out_dir.join("report.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The boot sector from disk on IDE (`pc`), through SeaBIOS.
+fn sector_config(raw: &Path, accel: Accel) -> VmConfig {
+    VmConfig { accel, ..VmConfig::disk(raw) }
+}
+
+/// The ROM as `-bios` (`pc`), from the reset vector.
+fn rom_config(rom: &Path, accel: Accel) -> VmConfig {
+    VmConfig { accel, boot: Boot::Bios, ..VmConfig::boot(rom, Format::Rom, Bus::Ide) }
+}
+
+/// Boots `config` `runs` times, one after another; each sample is QEMU start to message.
+fn boot_times(config: &VmConfig, runs: usize) -> Result<Vec<Duration>> {
+    (0..runs)
+        .map(|_| {
+            let mut vm = Vm::start(config)?;
+            vm.wait_for(b"\r\n", BOOT_TIMEOUT)
+        })
+        .collect()
+}
+
+/// CPU use of each VM over the same `window`, as shares of one core.
+fn cpu_shares(vms: &mut [Vm], window: Duration) -> Result<Vec<f64>> {
+    let before: Vec<_> = vms.iter().map(Vm::cpu_time).collect::<Result<_>>()?;
+    let start = Instant::now();
+    thread::sleep(window);
+    let elapsed = start.elapsed().as_secs_f64();
+    vms.iter()
+        .zip(before)
+        .map(|(vm, before)| Ok((vm.cpu_time()? - before).as_secs_f64() / elapsed))
+        .collect()
+}
+
+fn density(image: &'static str, config: &VmConfig, n: usize, window: Duration) -> Result<Density> {
+    let start = Instant::now();
+    let mut vms: Vec<Vm> = (0..n).map(|_| Vm::start(config)).collect::<Result<_>>()?;
+    for vm in &mut vms {
+        vm.wait_for(b"\r\n", BOOT_TIMEOUT)?;
+    }
+    let all_printed = start.elapsed();
+    let idle_total = cpu_shares(&mut vms, window)?.iter().sum();
+    let rss: Vec<u64> = vms.iter().map(|vm| resident_kib(vm.pid())).collect::<Result<_>>()?;
+    Ok(Density {
+        accel: config.accel,
+        image,
+        vms: n,
+        all_printed,
+        idle_total,
+        mean_rss_kib: rss.iter().sum::<u64>() / n as u64,
+    })
+}
+
+/// Resident memory of a process, from `/proc/PID/status` (VmRSS, in KiB).
+fn resident_kib(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc status")
+}
+
+fn timed(work: impl FnOnce() -> Result<()>) -> Result<Duration> {
+    let start = Instant::now();
+    work()?;
+    Ok(start.elapsed())
+}
+
+/// Sets a file's modification time to now, as `touch` does.
+fn touch(path: &Path) -> Result<()> {
+    let file = fs::File::options()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.set_modified(std::time::SystemTime::now())?;
+    Ok(())
+}
+
+struct Report {
+    machine: Machine,
+    latencies: Vec<Latency>,
+    /// Idle share of one core: boot sector, ROM.
+    idle: Vec<f64>,
+    densities: Vec<Density>,
+    sector: image::Image,
+    images: PathBuf,
+    unchanged: Duration,
+    touched: Duration,
+    options: BenchOptions,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
+impl Report {
+    fn file_sizes(&self) -> Vec<(Format, u64)> {
+        Format::ALL
+            .iter()
+            .filter_map(|&f| {
+                fs::metadata(image::artifact_path(&self.images, f.extension()))
+                    .ok()
+                    .map(|m| (f, m.len()))
+            })
+            .collect()
+    }
+
+    fn markdown(&self) -> String {
+        let mut md = String::new();
+        let m = &self.machine;
+        let _ = writeln!(md, "# 512-byte VM benchmark\n");
+        let _ = writeln!(md, "Machine: {}.", m.describe());
+        let mode = if self.options.quick { " --quick" } else { "" };
+        let _ = writeln!(md, "Run: `cargo xtask bench{mode}`.\n");
+
+        let _ = writeln!(md, "## Boot latency: QEMU start to the message on COM1\n");
+        let _ = writeln!(md, "| accelerator | image | median | min | max | runs |");
+        let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: | ---: |");
+        for l in &self.latencies {
+            for (name, s) in [
+                ("boot sector (SeaBIOS, IDE)", l.boot_sector),
+                ("ROM (reset vector, -bios)", l.rom),
+            ] {
+                let _ = writeln!(
+                    md,
+                    "| {} | {name} | {} | {} | {} | {} |",
+                    l.accel.name(),
+                    ms(s.median),
+                    ms(s.min),
+                    ms(s.max),
+                    s.runs
+                );
+            }
+        }
+        let _ = writeln!(md);
+        for l in &self.latencies {
+            let _ = writeln!(
+                md,
+                "- {}: ROM / boot sector = {:.2} (target <= {ROM_RATIO_TARGET}: {})",
+                l.accel.name(),
+                l.ratio(),
+                verdict(l.ratio() <= ROM_RATIO_TARGET)
+            );
+        }
+
+        let _ = writeln!(md, "\n## Idle host CPU of one VM after its message (5 s)\n");
+        for (name, share) in ["boot sector", "ROM"].iter().zip(&self.idle) {
+            let _ = writeln!(
+                md,
+                "- {name}: {:.2}% of one core (target < 1%: {})",
+                share * 100.0,
+                verdict(*share < IDLE_TARGET)
+            );
+        }
+
+        let _ = writeln!(md, "\n## Density: VMs started at once\n");
+        let _ = writeln!(
+            md,
+            "| accelerator | image | VMs | all printed after | total idle CPU | mean RSS per QEMU |"
+        );
+        let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: | ---: |");
+        for d in &self.densities {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.2}% of a core | {} KiB |",
+                d.accel.name(),
+                d.image,
+                d.vms,
+                ms(d.all_printed),
+                d.idle_total * 100.0,
+                thousands(d.mean_rss_kib)
+            );
+        }
+        let _ = writeln!(md);
+        for d in &self.densities {
+            let _ = writeln!(
+                md,
+                "- {}, {}: {} VMs all printing within {DENSITY_TARGET:?} on {} cores: {}; idle {:.2}% of a core per VM \
+                 (target < 1%: {})",
+                d.accel.name(),
+                d.image,
+                d.vms,
+                m.cores,
+                verdict(d.all_printed <= DENSITY_TARGET),
+                d.idle_total * 100.0 / d.vms as f64,
+                verdict(d.idle_total / (d.vms as f64) < IDLE_TARGET)
+            );
+        }
+
+        let s = &self.sector;
+        let _ = writeln!(md, "\n## Size\n");
+        let _ = writeln!(
+            md,
+            "Boot sector: {} bytes of code, {} of message, {} free (of 510; 2 more for the signature).\n",
+            s.code_bytes(),
+            s.message_bytes(),
+            s.free_bytes()
+        );
+        let _ = writeln!(md, "| artifact | bytes | original bundle |");
+        let _ = writeln!(md, "| --- | ---: | ---: |");
+        for (format, size) in self.file_sizes() {
+            let original = format.original_size().map_or("-".to_string(), thousands);
+            let _ = writeln!(md, "| {} | {} | {original} |", format.name(), thousands(size));
+        }
+
+        let _ = writeln!(md, "\n## Incremental `cargo xtask image` (raw)\n");
+        let _ = writeln!(md, "- nothing changed: {}", ms(self.unchanged));
+        let _ = writeln!(md, "- after touching src/lib.rs: {}", ms(self.touched));
+        md
+    }
+
+    fn json(&self) -> String {
+        let stats = |s: Stats| {
+            format!(
+                r#"{{"median_ms": {:.3}, "min_ms": {:.3}, "max_ms": {:.3}, "runs": {}}}"#,
+                s.median.as_secs_f64() * 1000.0,
+                s.min.as_secs_f64() * 1000.0,
+                s.max.as_secs_f64() * 1000.0,
+                s.runs
+            )
+        };
+        let latency: Vec<String> = self
+            .latencies
+            .iter()
+            .map(|l| {
+                format!(
+                    r#"{{"accelerator": "{}", "boot_sector": {}, "rom": {}, "rom_to_boot_sector_ratio": {:.4}}}"#,
+                    l.accel.name(),
+                    stats(l.boot_sector),
+                    stats(l.rom),
+                    l.ratio()
+                )
+            })
+            .collect();
+        let density: Vec<String> = self
+            .densities
+            .iter()
+            .map(|d| {
+                format!(
+                    r#"{{"accelerator": "{}", "image": "{}", "vms": {}, "all_printed_ms": {:.3}, "idle_total_core_share": {:.5}, "mean_rss_kib": {}}}"#,
+                    d.accel.name(),
+                    d.image,
+                    d.vms,
+                    d.all_printed.as_secs_f64() * 1000.0,
+                    d.idle_total,
+                    d.mean_rss_kib
+                )
+            })
+            .collect();
+        let files: Vec<String> = self
+            .file_sizes()
+            .iter()
+            .map(|(f, size)| {
+                let original = f.original_size().map_or("null".to_string(), |o| o.to_string());
+                format!(
+                    r#"{{"format": "{}", "bytes": {size}, "original_bytes": {original}}}"#,
+                    f.name()
+                )
+            })
+            .collect();
+        let m = &self.machine;
+        format!(
+            concat!(
+                "{{\n",
+                r#"  "machine": {{"cpu": {}, "cores": {}, "kvm": {}, "qemu": {}}},"#,
+                "\n  \"quick\": {},\n",
+                "  \"latency\": [{}],\n",
+                r#"  "idle_core_share": {{"boot_sector": {:.5}, "rom": {:.5}}},"#,
+                "\n  \"density\": [{}],\n",
+                r#"  "size": {{"code": {}, "message": {}, "free": {}, "files": [{}]}},"#,
+                "\n",
+                r#"  "incremental_image_ms": {{"unchanged": {:.1}, "touched": {:.1}}}"#,
+                "\n}}\n"
+            ),
+            json_string(&m.cpu),
+            m.cores,
+            m.kvm,
+            json_string(&m.qemu),
+            self.options.quick,
+            latency.join(", "),
+            self.idle[0],
+            self.idle[1],
+            density.join(", "),
+            self.sector.code_bytes(),
+            self.sector.message_bytes(),
+            self.sector.free_bytes(),
+            files.join(", "),
+            self.unchanged.as_secs_f64() * 1000.0,
+            self.touched.as_secs_f64() * 1000.0,
+        )
+    }
+}
+
+/// A JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_take_the_middle() {
+        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
+        let s = Stats::of(&ms(&[30, 10, 20]));
+        assert_eq!(
+            (s.median, s.min, s.max, s.runs),
+            (Duration::from_millis(20), Duration::from_millis(10), Duration::from_millis(30), 3)
+        );
+        assert_eq!(Stats::of(&ms(&[10, 40, 20, 30])).median, Duration::from_millis(25));
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string(r#"Intel "Xeon" \ 2"#), r#""Intel \"Xeon\" \\ 2""#);
+        assert_eq!(json_string("tab\there"), r#""tab\u0009here""#);
+    }
+}
