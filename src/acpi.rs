@@ -16,13 +16,11 @@ const SLP_TYP_SHIFT: u16 = 10;
 /// and PIIX4's own.
 pub const S5_FALLBACK: u8 = 0;
 
-/// The PM1a registers, as I/O ports.
+/// The PM1a registers the idle loop needs, as I/O ports, with the power button enabled.
 #[derive(Clone, Copy)]
 pub struct Pm {
     /// PM1a_STS: write 1 to a bit to clear it.
     pub status: u16,
-    /// PM1a_EN.
-    pub enable: u16,
     /// PM1a_CNT.
     pub control: u16,
     /// SLP_TYP for S5, already shifted into place.
@@ -30,27 +28,23 @@ pub struct Pm {
 }
 
 impl Pm {
-    /// PM1a registers from the event and control block ports, the event block's length and
-    /// the S5 SLP_TYP value.
+    /// Takes the PM1a registers from the event and control block ports, the event block's
+    /// length and the S5 SLP_TYP value, and enables the power-button event: it latches from
+    /// here on, and the idle loop polls it.
     #[inline(always)]
-    pub fn new(event_block: u16, event_length: u8, control_block: u16, s5: u8) -> Pm {
+    pub fn enable(event_block: u16, event_length: u8, control_block: u16, s5: u8) -> Pm {
+        // PM1_EN is the second half of the event block.
+        let enable = event_block + (event_length / 2) as u16;
+        // SAFETY: PM1a registers named by the firmware or set up by the ROM. Clear a stale
+        // press first (real hardware latches the one that powered it on).
+        unsafe {
+            outw(event_block, PWRBTN);
+            outw(enable, PWRBTN);
+        }
         Pm {
             status: event_block,
-            // PM1_EN is the second half of the event block.
-            enable: event_block + (event_length / 2) as u16,
             control: control_block,
             sleep_type: ((s5 & 7) as u16) << SLP_TYP_SHIFT,
-        }
-    }
-
-    /// Clears a stale press (real hardware latches the one that powered it on) and enables the
-    /// power-button event.
-    #[inline(always)]
-    pub fn enable_power_button(self) {
-        // SAFETY: PM1a registers named by the firmware or set up by the ROM.
-        unsafe {
-            outw(self.status, PWRBTN);
-            outw(self.enable, PWRBTN);
         }
     }
 
@@ -69,8 +63,8 @@ impl Pm {
     }
 }
 
-/// Reads the PM1a registers out of the ACPI tables a BIOS left in memory, or `None` when there
-/// are none (`-machine acpi=off`) or no FADT. Walks memory above 64 KiB: call it while the
+/// Reads the PM1a registers out of the ACPI tables a BIOS left in memory and enables the power
+/// button, or `None` when there are no tables (`-machine acpi=off`) or no FADT. Walks memory above 64 KiB: call it while the
 /// unreal-mode limits from `asm/start.s` hold, before any BIOS call.
 #[inline(always)]
 pub fn find_pm() -> Option<Pm> {
@@ -88,7 +82,7 @@ pub fn find_pm() -> Option<Pm> {
         if read32(fadt) == signature(b"FACP") {
             // FADT: DSDT at +40, PM1a_EVT_BLK at +56, PM1a_CNT_BLK at +64, PM1_EVT_LEN at +88.
             let s5 = s5_sleep_type(read32(fadt + 40));
-            return Some(Pm::new(
+            return Some(Pm::enable(
                 read32(fadt + 56) as u16,
                 read8(fadt + 88),
                 read32(fadt + 64) as u16,

@@ -13,9 +13,6 @@ use crate::serial;
 /// past the loop into data.
 #[inline(always)]
 pub fn forever(pm: Option<Pm>, keyboard: impl Fn() -> bool) -> ! {
-    if let Some(pm) = pm {
-        pm.enable_power_button();
-    }
     loop {
         // STI enables interrupts only after the next instruction, so none can slip in between
         // and leave HLT waiting for the one after it.

@@ -63,8 +63,9 @@ fn config_address(devfn: u8, register: u8) -> u32 {
     0x8000_0000 | (devfn as u32) << 8 | (register & 0xFC) as u32
 }
 
-/// Switches on the PM I/O of the first chipset found and returns its registers, or `None` on a
-/// machine with neither (such as `isapc`): then the VM idles without a power button.
+/// Switches on the PM I/O of the first chipset found and returns its registers with the power
+/// button enabled, or `None` on a machine with neither (such as `isapc`): then the VM idles
+/// without a power button.
 pub fn enable_power_management() -> Option<Pm> {
     for chipset in CHIPSETS {
         // SAFETY: PCI configuration mechanism #1; reading an absent function gives all ones.
@@ -79,7 +80,7 @@ pub fn enable_power_management() -> Option<Pm> {
             // A byte write to the register's own lane of the data port.
             outb(CONFIG_DATA + (chipset.enable_register & 3) as u16, chipset.enable_value);
         }
-        return Some(Pm::new(PM_BASE, PM1_EVT_LEN, PM_BASE + PM1_CNT_OFFSET, S5_FALLBACK));
+        return Some(Pm::enable(PM_BASE, PM1_EVT_LEN, PM_BASE + PM1_CNT_OFFSET, S5_FALLBACK));
     }
     None
 }
