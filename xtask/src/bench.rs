@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::cli::ImageOptions;
 use crate::formats::Format;
 use crate::image::{self, thousands};
-use crate::qemu::{self, Accel, Boot, Bus, Vm, VmConfig};
+use crate::qemu::{self, Accel, Boot, Bus, Vm, VmConfig, cpu_shares};
 use crate::{build, project_root};
 
 /// What `--quick` and `--vms` ask for.
@@ -217,18 +217,6 @@ fn boot_times(config: &VmConfig, runs: usize) -> Result<Vec<Duration>> {
             let mut vm = Vm::start(config)?;
             vm.wait_for(b"\r\n", BOOT_TIMEOUT)
         })
-        .collect()
-}
-
-/// CPU use of each VM over the same `window`, as shares of one core.
-fn cpu_shares(vms: &mut [Vm], window: Duration) -> Result<Vec<f64>> {
-    let before: Vec<_> = vms.iter().map(Vm::cpu_time).collect::<Result<_>>()?;
-    let start = Instant::now();
-    thread::sleep(window);
-    let elapsed = start.elapsed().as_secs_f64();
-    vms.iter()
-        .zip(before)
-        .map(|(vm, before)| Ok((vm.cpu_time()? - before).as_secs_f64() / elapsed))
         .collect()
 }
 

@@ -541,11 +541,6 @@ impl Vm {
         Ok(())
     }
 
-    /// QEMU's exit status, if it has exited.
-    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        Ok(self.child.try_wait()?)
-    }
-
     pub fn description(&self) -> &str {
         &self.description
     }
@@ -553,18 +548,7 @@ impl Vm {
     /// Measures QEMU's CPU use over `window` as a share of one core, and fails if QEMU exits
     /// meanwhile.
     pub fn cpu_share_over(&mut self, window: Duration) -> Result<f64> {
-        let before = self.cpu_time()?;
-        let start = Instant::now();
-        thread::sleep(window);
-        if let Some(status) = self.try_wait()? {
-            bail!(
-                "{}: QEMU exited ({status}) while it should idle{}",
-                self.description,
-                self.stderr_note()
-            );
-        }
-        let used = self.cpu_time()? - before;
-        Ok(used.as_secs_f64() / start.elapsed().as_secs_f64())
+        Ok(cpu_shares(std::slice::from_mut(self), window)?[0])
     }
 }
 
@@ -574,6 +558,28 @@ impl Drop for Vm {
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.qmp_path);
     }
+}
+
+/// CPU use of each VM over one shared `window`, as shares of one core. Fails if a QEMU exits
+/// meanwhile: an idle VM keeps running.
+pub fn cpu_shares(vms: &mut [Vm], window: Duration) -> Result<Vec<f64>> {
+    let before: Vec<_> = vms.iter().map(Vm::cpu_time).collect::<Result<_>>()?;
+    let start = Instant::now();
+    thread::sleep(window);
+    let elapsed = start.elapsed().as_secs_f64();
+    vms.iter_mut()
+        .zip(before)
+        .map(|(vm, before)| {
+            if let Some(status) = vm.child.try_wait()? {
+                bail!(
+                    "{}: QEMU exited ({status}) while it should idle{}",
+                    vm.description,
+                    vm.stderr_note()
+                );
+            }
+            Ok((vm.cpu_time()? - before).as_secs_f64() / elapsed)
+        })
+        .collect()
 }
 
 /// A short name for messages: "raw on ide (pc, tcg)".

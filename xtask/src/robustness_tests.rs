@@ -4,7 +4,8 @@
 use std::ffi::OsString;
 
 use crate::boot_tests::{
-    BOOT_TIMEOUT, accels, assert_all_print, assert_boots_and_idles, scratch, test_image,
+    BOOT_TIMEOUT, IDLE_LIMIT, IDLE_WINDOW, accels, assert_all_print, assert_boots_and_idles,
+    scratch, test_image,
 };
 use crate::cli::DEFAULT_MESSAGE;
 use crate::disasm;
@@ -95,8 +96,9 @@ const HANDOFFS: &[Handoff] = &[
 ];
 
 /// Starts QEMU stopped, runs it to the boot sector's first instruction through the GDB stub,
-/// rewrites the registers for `handoff`, and lets it go.
-fn start_with_handoff(handoff: &Handoff, n: usize) -> Vm {
+/// rewrites the registers for `handoff`, and lets it go. The stub's connection stays open with the
+/// VM.
+fn start_with_handoff(handoff: &Handoff, n: usize) -> (Vm, Gdb) {
     let socket = scratch("gdb").join(format!("handoff-{n}.sock"));
     let _ = std::fs::remove_file(&socket);
     let mut config = VmConfig::disk(&test_image("raw"));
@@ -115,31 +117,26 @@ fn start_with_handoff(handoff: &Handoff, n: usize) -> Vm {
         gdb.set(register, value).unwrap_or_else(|e| panic!("{}: {e:#}", handoff.name));
     }
     gdb.resume().unwrap();
-    // Keep the stub's connection open for as long as the VM runs.
-    std::mem::forget(gdb);
-    vm
+    (vm, gdb)
 }
 
 #[test]
 fn the_boot_sector_survives_hostile_handoffs() {
-    let mut vms: Vec<_> =
-        HANDOFFS.iter().enumerate().map(|(n, h)| (h.name, start_with_handoff(h, n))).collect();
+    // Each VM with its stub connection, open for as long as the VM runs.
+    let (mut vms, _stubs): (Vec<Vm>, Vec<Gdb>) =
+        HANDOFFS.iter().enumerate().map(|(n, handoff)| start_with_handoff(handoff, n)).unzip();
     let line = format!("{DEFAULT_MESSAGE}\r\n");
     let mut failures = Vec::new();
-    for (name, vm) in &mut vms {
+    for (handoff, vm) in HANDOFFS.iter().zip(&mut vms) {
         if let Err(error) = vm.wait_for(line.as_bytes(), BOOT_TIMEOUT) {
-            failures.push(format!("{name}: {error:#}"));
+            failures.push(format!("{}: {error:#}", handoff.name));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    for (name, vm) in &mut vms {
-        let share = vm.cpu_share_over(crate::boot_tests::IDLE_WINDOW).unwrap();
-        assert!(
-            share < crate::boot_tests::IDLE_LIMIT,
-            "{name}: {:.1}% of a core while idle",
-            share * 100.0
-        );
-        assert_eq!(vm.serial_output(), line.as_bytes(), "{name}");
+    let shares = crate::qemu::cpu_shares(&mut vms, IDLE_WINDOW).unwrap();
+    for ((handoff, vm), share) in HANDOFFS.iter().zip(&vms).zip(shares) {
+        assert!(share < IDLE_LIMIT, "{}: {:.1}% of a core while idle", handoff.name, share * 100.0);
+        assert_eq!(vm.serial_output(), line.as_bytes(), "{}", handoff.name);
     }
 }
 
