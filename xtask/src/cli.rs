@@ -1,106 +1,105 @@
-//! The command line: subcommands and their options.
+//! The command line: subcommands, their options and their help. It knows the tasks; the tasks
+//! never know the command line.
 
 use std::ffi::OsString;
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{BenchOptions, DEFAULT_VMS};
-use crate::formats::Format;
-use crate::qemu::Bus;
+use crate::domain::artifacts::ImageOptions;
+use crate::domain::formats::Format;
+use crate::domain::image::DEFAULT_MESSAGE;
+use crate::infra::qemu::Bus;
+use crate::tasks::bench::{BenchOptions, DEFAULT_VMS};
+use crate::tasks::run::RunOptions;
 
-pub const USAGE: &str = "\
-cargo xtask: build, boot and test the 512-byte VM
-
-USAGE:
-    cargo xtask <COMMAND> [OPTIONS]
-
-COMMANDS:
-    image   Build the VM and write target/images/512-byte-vm.<ext> and SHA256SUMS
-    run     Build the VM and boot it in QEMU (Ctrl-C to stop)
-    test    Build the images and run every test, boot tests in QEMU included
-    disasm  Print the boot sector's annotated disassembly (--rom: the ROM's)
-    bench   Measure boot latency, idle CPU, density, size and build time
-            (--quick: within a minute; --vms N: VMs at once for density [default: 32])
-    help    Print this help
-
-OPTIONS (image, run):
-    -m, --message TEXT   The line the VM prints (printable ASCII) [default: Hello World!]
-    -f, --format LIST    image: formats to write, comma-separated, or `all` [default: raw]
-                         run: the one format to boot [default: raw]
-    --bus BUS            run: the disk (or CD) controller: ide (pc), ahci (q35),
-                         virtio-blk, virtio-scsi [default: ide]
-                         Formats: raw (the 512-byte sector), img (raw padded to 1 MiB),
-                         qcow2, vmdk, vdi, vhd, iso
-";
-
-/// The message a plain build prints.
-pub const DEFAULT_MESSAGE: &str = "Hello World!";
-
-/// What to build: shared by `image` and `run`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImageOptions {
-    pub message: String,
-    pub formats: Vec<Format>,
-}
-
-impl Default for ImageOptions {
-    fn default() -> Self {
-        ImageOptions { message: DEFAULT_MESSAGE.to_string(), formats: vec![Format::Raw] }
-    }
-}
-
+/// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Help,
+    /// The general help, or one command's.
+    Help(Option<String>),
     Image(ImageOptions),
-    Run(ImageOptions, Bus),
+    Run(RunOptions),
     Test,
-    Disasm { rom: bool },
+    Disasm {
+        rom: bool,
+    },
     Bench(BenchOptions),
 }
 
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
+/// The command line, parsed.
+#[derive(Debug, PartialEq)]
+pub struct Flags {
+    pub command: Command,
+    /// `--no-install`: never offer to install a missing tool.
+    pub no_install: bool,
+}
+
+const COMMANDS: [&str; 6] = ["image", "run", "test", "disasm", "bench", "help"];
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
     use lexopt::prelude::*;
 
     let mut parser = lexopt::Parser::from_args(args);
-    let command = match parser.next()? {
-        None => return Ok(Command::Help),
-        Some(Value(command)) => command.string()?,
-        Some(Long("help") | Short('h')) => return Ok(Command::Help),
-        Some(other) => bail!("{}; a command comes first\n\n{USAGE}", other.unexpected()),
+    let help = |command: &str| {
+        Ok(Flags { command: Command::Help(Some(command.into())), no_install: false })
     };
+    let command = match parser.next()? {
+        None | Some(Long("help") | Short('h')) => {
+            return Ok(Flags { command: Command::Help(None), no_install: false });
+        }
+        Some(Value(command)) => command.string()?,
+        Some(other) => {
+            bail!("{}; a command comes first: {}", other.unexpected(), COMMANDS.join(", "))
+        }
+    };
+    if !COMMANDS.contains(&command.as_str()) {
+        bail!(
+            "unknown command `{command}`; the commands are {}: see `cargo xtask help`",
+            COMMANDS.join(", ")
+        );
+    }
     let takes_image_options = matches!(command.as_str(), "image" | "run");
-    let mut options = ImageOptions::default();
+    let takes_no_install = matches!(command.as_str(), "image" | "run" | "test" | "bench");
+    let mut message = DEFAULT_MESSAGE.to_string();
+    let mut formats: Vec<Format> = Vec::new();
+    let mut format_lists: Vec<String> = Vec::new();
     let mut rom = false;
-    let mut bus = Bus::Ide;
+    let mut bus = None;
     let mut bench = BenchOptions::default();
+    let mut no_install = false;
+    let mut topic = None;
     while let Some(arg) = parser.next()? {
         match arg {
-            Long("help") | Short('h') => return Ok(Command::Help),
+            Long("help") | Short('h') => return help(&command),
+            Value(name) if command == "help" && topic.is_none() => {
+                let name = name.string()?;
+                if !COMMANDS.contains(&name.as_str()) {
+                    bail!("no help for `{name}`: the commands are {}", COMMANDS.join(", "));
+                }
+                topic = Some(name);
+            }
             Long("message") | Short('m') if takes_image_options => {
-                options.message = parser
-                    .value()?
+                message = option_value(&mut parser, "--message")?
                     .into_string()
                     .map_err(|_| anyhow::anyhow!("--message must be printable ASCII text"))?;
             }
             Long("format") | Short('f') if takes_image_options => {
-                let list = parser.value()?.string()?;
-                options.formats = Format::parse_list(&list)?;
-                if command == "run" && options.formats.len() != 1 {
-                    bail!("`run` boots one format; got `{list}`");
-                }
+                let list = option_value(&mut parser, "--format")?.string()?;
+                formats.extend(Format::parse_list(&list)?);
+                format_lists.push(list);
             }
+            Long("no-install") if takes_no_install => no_install = true,
             Long("rom") if command == "disasm" => rom = true,
             Long("bus") if command == "run" => {
-                let name = parser.value()?.string()?;
-                bus = Bus::ALL.into_iter().find(|b| b.name() == name).with_context(|| {
+                let name = option_value(&mut parser, "--bus")?.string()?;
+                bus = Some(Bus::ALL.into_iter().find(|b| b.name() == name).with_context(|| {
                     let names: Vec<_> = Bus::ALL.iter().map(|b| b.name()).collect();
                     format!("unknown bus `{name}`; valid buses: {}", names.join(", "))
-                })?;
+                })?);
             }
             Long("quick") if command == "bench" => bench.quick = true,
             Long("vms") if command == "bench" => {
-                let text = parser.value()?.string()?;
+                let text = option_value(&mut parser, "--vms")?.string()?;
                 bench.vms = match text.parse::<usize>() {
                     Ok(n @ 1..=256) => n,
                     _ => bail!(
@@ -109,20 +108,174 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                 };
             }
             other => {
-                return Err(other.unexpected())
-                    .with_context(|| format!("`cargo xtask {command}`: see `cargo xtask help`"));
+                return Err(other.unexpected()).with_context(|| {
+                    format!("`cargo xtask {command}`: see `cargo xtask help {command}`")
+                });
             }
         }
     }
-    Ok(match command.as_str() {
-        "image" => Command::Image(options),
-        "run" => Command::Run(options, bus),
+    formats.sort();
+    formats.dedup();
+    if formats.is_empty() {
+        formats.push(Format::Raw);
+    }
+    let image = ImageOptions { message, formats };
+    let command = match command.as_str() {
+        "image" => Command::Image(image),
+        "run" => {
+            if image.formats.len() != 1 {
+                bail!("`run` boots one format; got `{}`: pick one", format_lists.join("` and `"));
+            }
+            Command::Run(RunOptions { format: image.formats[0], message: image.message, bus })
+        }
         "test" => Command::Test,
         "disasm" => Command::Disasm { rom },
         "bench" => Command::Bench(bench),
-        "help" => Command::Help,
-        other => bail!("unknown command `{other}`\n\n{USAGE}"),
-    })
+        _ => Command::Help(topic),
+    };
+    Ok(Flags { command, no_install })
+}
+
+/// The value of an option that takes one. A value that is a separate word and looks like an
+/// option (`image -m -f`) is refused: the user forgot the value. Attach it to print such a
+/// text anyway: `--message=-f`.
+fn option_value(parser: &mut lexopt::Parser, option: &str) -> Result<OsString> {
+    if let Some(attached) = parser.optional_value() {
+        return Ok(attached);
+    }
+    let value = parser.value().with_context(|| format!("{option} needs a value"))?;
+    let text = value.to_string_lossy();
+    if text.starts_with('-') && text.len() > 1 {
+        bail!(
+            "{option} needs a value, but `{text}` follows it; to pass that text, write {option}={text}"
+        );
+    }
+    Ok(value)
+}
+
+/// The general help.
+pub fn usage() -> String {
+    format!(
+        "\
+cargo xtask: build, boot and test the 512-byte VM
+
+USAGE:
+    cargo xtask <COMMAND> [OPTIONS]
+    cargo xtask help <COMMAND>      a command's options
+
+COMMANDS:
+    image   Build target/images/512-byte-vm.<ext> for each format, and SHA256SUMS
+    run     Build one format and boot it in QEMU (Ctrl-C presses the power button)
+    test    Build every format and run every test, boot tests in QEMU included
+    disasm  Print the boot sector's annotated disassembly (--rom: the ROM's)
+    bench   Measure boot latency, idle CPU, density, size and build time
+    help    Print this help, or a command's
+
+{}
+A missing QEMU or qemu-img is named with its package; where this user can install it (root or
+password-less sudo, apt-get or dnf), the xtask asks first on a terminal, installs without asking
+when CI is set, and never with --no-install (or VM512_NO_INSTALL=1).
+VM512_ACCEL=kvm or tcg forces the accelerator; by default KVM when /dev/kvm is usable.
+",
+        formats_table()
+    )
+}
+
+/// One command's help.
+pub fn command_help(command: &str, message_room: Option<usize>) -> String {
+    let room = match message_room {
+        Some(n) => format!("up to {n} characters in this build"),
+        None => "as many characters as the sector has room for (at least 32)".to_string(),
+    };
+    let message = format!(
+        "    -m, --message TEXT  The line the VM prints: printable ASCII (space to ~), {room}
+                        [default: {DEFAULT_MESSAGE}]"
+    );
+    let no_install =
+        "    --no-install        Never offer to install a missing tool; only name its package";
+    match command {
+        "image" => format!(
+            "\
+cargo xtask image [OPTIONS]
+
+Builds the VM and replaces target/images with a new set: 512-byte-vm.<ext> for each format asked
+for and SHA256SUMS, which lists exactly those files. A failed or interrupted build leaves the
+previous set whole; concurrent builds wait for each other.
+
+OPTIONS:
+{message}
+    -f, --format LIST   Formats, comma-separated, or `all`; may be repeated [default: raw]
+{no_install}
+
+{}",
+            formats_table()
+        ),
+        "run" => format!(
+            "\
+cargo xtask run [OPTIONS]
+
+Builds one format and boots it in QEMU: in a window (GTK or SDL) when a display is reachable,
+otherwise in this terminal with COM1 on stdout and the keyboard on COM1. KVM when /dev/kvm is
+usable, TCG otherwise (VM512_ACCEL overrides). Ctrl-C presses the ACPI power button and waits up
+to 5 s for the VM to power off; a second Ctrl-C stops QEMU. Exits non-zero if QEMU had to be
+stopped or failed.
+
+OPTIONS:
+{message}
+    -f, --format FORMAT The one format to boot [default: raw]
+    --bus BUS           The disk (or CD) controller: ide (pc), ahci (q35), virtio-blk,
+                        virtio-scsi [default: ide]; not for rom, which is firmware
+{no_install}
+
+{}",
+            formats_table()
+        ),
+        "test" => format!(
+            "\
+cargo xtask test [OPTIONS]
+
+Builds every format into target/test-images (twice, the second from a clean crate, for the
+reproducibility test), then runs `cargo test` on the xtask with the boot tests included. Plain
+`cargo test` runs the unit tests and lists the boot tests as ignored.
+
+OPTIONS:
+{no_install}
+"
+        ),
+        "disasm" => "\
+cargo xtask disasm [--rom]
+
+Prints the boot sector's (or the ROM's) sections, symbols and instructions, and checks that each
+instruction runs on a 386.
+"
+        .to_string(),
+        "bench" => format!(
+            "\
+cargo xtask bench [OPTIONS]
+
+Measures boot latency, idle CPU, density, size and build time; writes target/bench/report.md and
+report.json.
+
+OPTIONS:
+    --quick             Fewer runs: about 30 s on 2 cores
+    --vms N             VMs started at once for the density figure, 1 to 256 [default: {DEFAULT_VMS}]
+{no_install}
+"
+        ),
+        _ => usage(),
+    }
+}
+
+/// The formats, what each is, and the buses `run --bus` boots it from.
+fn formats_table() -> String {
+    let mut table = String::from("FORMATS (and the buses `run --bus` boots each from):\n");
+    for format in Format::ALL {
+        let buses: Vec<_> = format.buses().iter().map(|b| b.name()).collect();
+        let buses =
+            if buses.is_empty() { "none: booted as -bios".to_string() } else { buses.join(", ") };
+        table += &format!("    {:<6} {:<44} {buses}\n", format.name(), format.description());
+    }
+    table
 }
 
 #[cfg(test)]
@@ -130,13 +283,31 @@ mod tests {
     use super::*;
 
     fn parse_str(args: &[&str]) -> Result<Command> {
-        parse(args.iter().map(OsString::from))
+        parse(args.iter().map(OsString::from)).map(|flags| flags.command)
+    }
+
+    fn error(args: &[&str]) -> String {
+        format!("{:#}", parse_str(args).unwrap_err())
     }
 
     #[test]
     fn no_command_prints_help() {
-        assert_eq!(parse_str(&[]).unwrap(), Command::Help);
-        assert_eq!(parse_str(&["--help"]).unwrap(), Command::Help);
+        assert_eq!(parse_str(&[]).unwrap(), Command::Help(None));
+        assert_eq!(parse_str(&["--help"]).unwrap(), Command::Help(None));
+    }
+
+    #[test]
+    fn each_command_has_its_own_help() {
+        assert_eq!(parse_str(&["help", "image"]).unwrap(), Command::Help(Some("image".into())));
+        assert_eq!(parse_str(&["image", "--help"]).unwrap(), Command::Help(Some("image".into())));
+        assert_eq!(parse_str(&["run", "-h"]).unwrap(), Command::Help(Some("run".into())));
+        assert!(error(&["help", "imagine"]).contains("no help for `imagine`"));
+        let image = command_help("image", Some(49));
+        assert!(image.contains("up to 49 characters"), "{image}");
+        assert!(image.contains("rom    64 KiB"), "the formats list names rom: {image}");
+        let run = command_help("run", None);
+        assert!(run.contains("raw    the bare 512-byte sector") && run.contains(" ide\n"), "{run}");
+        assert!(usage().contains("iso") && usage().contains("ide, ahci\n"), "{}", usage());
     }
 
     #[test]
@@ -148,33 +319,55 @@ mod tests {
     }
 
     #[test]
-    fn image_takes_a_format_list_and_run_takes_one_format() {
+    fn a_missing_value_is_not_taken_from_the_next_option() {
+        assert!(error(&["image", "-m", "-f", "iso"]).contains("--message needs a value"));
+        assert!(error(&["image", "--format", "--message", "x"]).contains("--format needs a value"));
+        let Command::Image(options) = parse_str(&["image", "--message=-f"]).unwrap() else {
+            panic!("not an image command")
+        };
+        assert_eq!(options.message, "-f");
+        assert!(parse_str(&["image", "--message"]).is_err());
+    }
+
+    #[test]
+    fn image_takes_format_lists_and_merges_repeats() {
         let Command::Image(options) = parse_str(&["image", "--format", "qcow2,iso"]).unwrap()
         else {
             panic!("not an image command");
         };
         assert_eq!(options.formats, vec![Format::Qcow2, Format::Iso]);
-        let Command::Run(options, bus) =
+        let Command::Image(options) =
+            parse_str(&["image", "-f", "raw", "--format", "iso"]).unwrap()
+        else {
+            panic!("not an image command");
+        };
+        assert_eq!(options.formats, vec![Format::Raw, Format::Iso]);
+        assert!(error(&["image", "--format", "vhdx"]).contains("valid formats: raw, img"));
+    }
+
+    #[test]
+    fn run_takes_one_format_and_a_bus() {
+        let Command::Run(options) =
             parse_str(&["run", "-f", "vhd", "--bus", "virtio-scsi"]).unwrap()
         else {
             panic!("not a run command");
         };
-        assert_eq!((options.formats, bus), (vec![Format::Vhd], Bus::VirtioScsi));
-        let error = format!("{:#}", parse_str(&["run", "--bus", "scsi"]).unwrap_err());
-        assert!(error.contains("valid buses: ide, ahci, virtio-blk, virtio-scsi"), "{error}");
-        let error = parse_str(&["run", "--format", "raw,iso"]).unwrap_err().to_string();
-        assert!(error.contains("boots one format"), "{error}");
-        let error = format!("{:#}", parse_str(&["image", "--format", "vhdx"]).unwrap_err());
-        assert!(error.contains("valid formats: raw, img"), "{error}");
+        assert_eq!((options.format, options.bus), (Format::Vhd, Some(Bus::VirtioScsi)));
+        assert!(
+            error(&["run", "--bus", "scsi"])
+                .contains("valid buses: ide, ahci, virtio-blk, virtio-scsi")
+        );
+        assert!(error(&["run", "--format", "raw,iso"]).contains("boots one format"));
+        assert!(error(&["run", "--format", "raw", "--format", "iso"]).contains("boots one format"));
     }
 
     #[test]
     fn unknown_commands_and_options_are_refused() {
-        let error = parse_str(&["imagine"]).unwrap_err().to_string();
-        assert!(error.contains("unknown command `imagine`"), "{error}");
-        let error = format!("{:#}", parse_str(&["image", "--colour"]).unwrap_err());
-        assert!(error.contains("--colour"), "{error}");
+        assert!(error(&["imagine"]).contains("unknown command `imagine`"));
+        assert!(error(&["image", "--colour"]).contains("--colour"));
         assert!(parse_str(&["test", "--message", "x"]).is_err());
-        assert!(parse_str(&["image", "--message"]).is_err());
+        assert!(parse_str(&["disasm", "--no-install"]).is_err());
+        let flags = parse(["test", "--no-install"].map(OsString::from)).unwrap();
+        assert!(flags.no_install);
     }
 }

@@ -1,27 +1,21 @@
 //! `cargo xtask`: builds, checks, packages, boots, tests and measures the 512-byte VM.
 //!
-//! `main` only parses the command line and dispatches to one module per task.
+//! Layers, each importing only the ones below it:
+//!
+//! - `cli`: the command line and its help;
+//! - `tasks`: one module per command (`image`, `run`, `test`, `disasm`, `bench`);
+//! - `domain`: the images and their formats (flat images, ELF, artifact sets, ISO, instructions);
+//! - `infra`: the outside world (tools and their installation, cargo, the one QEMU launcher,
+//!   child processes and signals, files and locks; the GDB client for the tests).
 
-mod bench;
-mod build;
 mod cli;
-mod disasm;
-mod elf;
-mod formats;
-#[cfg(test)]
-mod gdb;
-mod image;
-mod iso;
-mod qemu;
-mod run;
-mod test;
+mod domain;
+mod infra;
+mod tasks;
 
 #[cfg(test)]
-mod boot_tests;
-#[cfg(test)]
-mod robustness_tests;
+mod tests;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cli::Command;
@@ -37,27 +31,22 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> anyhow::Result<()> {
-    match cli::parse(std::env::args_os().skip(1))? {
-        Command::Help => print!("{}", cli::USAGE),
-        Command::Image(options) => {
-            image::build_images(&options, &images_dir())?;
+    let flags = cli::parse(std::env::args_os().skip(1))?;
+    // From here on a signal kills every child and removes every scratch file before exiting.
+    infra::process::handle_signals()?;
+    if flags.no_install {
+        infra::tools::forbid_installing();
+    }
+    match flags.command {
+        Command::Help(None) => print!("{}", cli::usage()),
+        Command::Help(Some(command)) => {
+            print!("{}", cli::command_help(&command, tasks::image::message_room()))
         }
-        Command::Run(options, bus) => run::run(&options, bus)?,
-        Command::Test => test::run()?,
-        Command::Disasm { rom } => disasm::run(rom)?,
-        Command::Bench(options) => bench::run(&options)?,
+        Command::Image(options) => tasks::image::run(&options)?,
+        Command::Run(options) => tasks::run::run(&options)?,
+        Command::Test => tasks::test::run()?,
+        Command::Disasm { rom } => tasks::disasm::run(rom)?,
+        Command::Bench(options) => tasks::bench::run(&options)?,
     }
     Ok(())
-}
-
-/// The workspace root (the boot-sector crate), from the xtask's own manifest directory.
-pub fn project_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-}
-
-/// Where the artifacts go: `target/images/512-byte-vm.<ext>`.
-pub fn images_dir() -> PathBuf {
-    project_root().join("target").join("images")
 }

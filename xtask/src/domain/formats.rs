@@ -8,9 +8,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::image::{temporary_path, thousands};
-
-use crate::qemu::Boot;
+use crate::infra::process;
+use crate::infra::qemu::{Boot, Bus, VmConfig};
 
 /// Virtual size of every disk image but `raw`. SeaBIOS boots through INT 13h CHS reads, and for
 /// disks whose geometry it derives itself (AHCI, virtio-blk) it uses 63 sectors x 16 heads: a disk
@@ -61,6 +60,20 @@ impl Format {
         }
     }
 
+    /// What the file is, for the help.
+    pub fn description(self) -> &'static str {
+        match self {
+            Format::Raw => "the bare 512-byte sector",
+            Format::Img => "raw, zero-padded to 1 MiB",
+            Format::Qcow2 => "qcow2 v3, 1 MiB virtual (QEMU, KVM platforms)",
+            Format::Vmdk => "monolithicSparse VMDK (VMware, VirtualBox)",
+            Format::Vdi => "dynamic VDI (VirtualBox)",
+            Format::Vhd => "dynamic VHD (Hyper-V, VirtualBox, Azure)",
+            Format::Iso => "ISO 9660 CD with an El Torito boot entry",
+            Format::Rom => "64 KiB firmware started at the reset vector",
+        }
+    }
+
     pub fn extension(self) -> &'static str {
         self.name()
     }
@@ -85,7 +98,7 @@ impl Format {
     }
 
     /// How QEMU boots this artifact: a disk or CD on `bus`, or the ROM as `-bios`.
-    pub fn boot(self, bus: crate::qemu::Bus) -> Boot {
+    pub fn boot(self, bus: Bus) -> Boot {
         let format = match self {
             Format::Raw | Format::Img => "raw",
             Format::Qcow2 => "qcow2",
@@ -96,6 +109,27 @@ impl Format {
             Format::Rom => return Boot::Bios,
         };
         Boot::Disk { bus, format }
+    }
+
+    /// The buses this artifact boots from. `raw` (512 bytes, less than one cylinder) boots on
+    /// IDE only, where QEMU reports a geometry of its own (see [`DISK_SIZE`]); the ISO needs a
+    /// CD drive, which virtio-blk has not; the ROM is firmware, on no bus.
+    pub fn buses(self) -> &'static [Bus] {
+        match self {
+            Format::Raw => &[Bus::Ide],
+            Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi | Format::Vhd => &Bus::ALL,
+            Format::Iso => &[Bus::Ide, Bus::Ahci],
+            Format::Rom => &[],
+        }
+    }
+
+    /// The QEMU set-up that boots this artifact at `image` from `bus`, on the machine whose
+    /// controller that is; the ROM as `-bios` on `pc`.
+    pub fn vm_config(self, image: &Path, bus: Bus) -> VmConfig {
+        match self {
+            Format::Rom => VmConfig::new(image, Boot::Bios, "pc"),
+            _ => VmConfig::new(image, self.boot(bus), bus.machine()),
+        }
     }
 
     /// The file size of the same artifact in the original NASM release bundle, to compare with.
@@ -143,35 +177,26 @@ impl Format {
     }
 }
 
-/// Converts the raw disk `input` to `format` at `output` with qemu-img, through a temporary file
-/// so that a failed conversion leaves no half-written artifact.
+/// Converts the raw disk `input` to `format` at `output` with qemu-img.
 pub fn convert(qemu_img: &Path, format: Format, input: &Path, output: &Path) -> Result<()> {
     let args = format.qemu_img_args().context("not a qemu-img format")?;
-    let temporary = temporary_path(output);
-    let result = Command::new(qemu_img)
-        .args(["convert", "-q", "-f", "raw"])
-        .args(args)
-        .arg(input)
-        .arg(&temporary)
-        .output()
-        .context("running qemu-img");
-    let converted = match result {
-        Ok(out) if out.status.success() => std::fs::rename(&temporary, output)
-            .with_context(|| format!("renaming to {}", output.display())),
-        Ok(out) => Err(anyhow::anyhow!(
+    let out = process::output(
+        Command::new(qemu_img)
+            .args(["convert", "-q", "-f", "raw"])
+            .args(args)
+            .arg(input)
+            .arg(output),
+    )
+    .context("running qemu-img")?;
+    if !out.status.success() {
+        bail!(
             "qemu-img convert to {} failed ({}): {}",
             format.name(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(error) => Err(error),
-    };
-    if converted.is_err() {
-        let _ = std::fs::remove_file(&temporary);
+        );
     }
-    converted.with_context(|| {
-        format!("writing {} ({} bytes of disk)", output.display(), thousands(DISK_SIZE))
-    })
+    Ok(())
 }
 
 /// "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, or all".

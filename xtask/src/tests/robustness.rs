@@ -1,18 +1,15 @@
 //! Robustness: the boot sector started in the states other BIOSes leave, on every machine and
-//! CPU model, again and again, with only 386 instructions. Run through `cargo xtask test`.
+//! CPU model, again and again, with only 386 instructions.
 
 use std::ffi::OsString;
 
-use crate::boot_tests::{
-    BOOT_TIMEOUT, IDLE_LIMIT, IDLE_WINDOW, accels, assert_all_print, assert_boots_and_idles,
-    scratch, test_image,
-};
-use crate::cli::DEFAULT_MESSAGE;
-use crate::disasm;
-use crate::formats::Format;
-use crate::gdb::{Gdb, Register};
-use crate::qemu::{Accel, Bus, Vm, VmConfig};
-use crate::test::ELF_ENV;
+use super::harness::*;
+use crate::domain::formats::Format;
+use crate::domain::image::DEFAULT_MESSAGE;
+use crate::domain::instructions;
+use crate::infra::gdb::{Gdb, Register};
+use crate::infra::qemu::{self, Accel, Bus, Vm, VmConfig};
+use crate::tasks::test::ELF_ENV;
 
 /// Where every BIOS puts the boot sector, as a linear address.
 const BOOT_ADDRESS: u32 = 0x7C00;
@@ -98,16 +95,16 @@ const HANDOFFS: &[Handoff] = &[
 /// Starts QEMU stopped, runs it to the boot sector's first instruction through the GDB stub,
 /// rewrites the registers for `handoff`, and lets it go. The stub's connection stays open with the
 /// VM.
-fn start_with_handoff(handoff: &Handoff, n: usize) -> (Vm, Gdb) {
-    let socket = scratch("gdb").join(format!("handoff-{n}.sock"));
-    let _ = std::fs::remove_file(&socket);
-    let mut config = VmConfig::disk(&test_image("raw"));
+fn start_with_handoff(handoff: &Handoff) -> (Vm, Gdb) {
+    let socket = qemu::socket_name("gdb");
+    let mut config = config(Format::Raw, Bus::Ide);
+    config.label = Some(handoff.name.to_string());
     // The GDB stub's breakpoints are exact under software emulation.
     config.accel = Accel::Tcg;
     config.extra = vec![
         "-S".into(),
         "-gdb".into(),
-        OsString::from(format!("unix:{},server=on,wait=off", socket.display())),
+        OsString::from(format!("unix:{socket},abstract=on,server=on,wait=off")),
     ];
     let vm = Vm::start(&config).unwrap();
     let mut gdb = Gdb::connect(&socket).unwrap();
@@ -121,35 +118,25 @@ fn start_with_handoff(handoff: &Handoff, n: usize) -> (Vm, Gdb) {
 }
 
 #[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
 fn the_boot_sector_survives_hostile_handoffs() {
     // Each VM with its stub connection, open for as long as the VM runs.
-    let (mut vms, _stubs): (Vec<Vm>, Vec<Gdb>) =
-        HANDOFFS.iter().enumerate().map(|(n, handoff)| start_with_handoff(handoff, n)).unzip();
-    let line = format!("{DEFAULT_MESSAGE}\r\n");
-    let mut failures = Vec::new();
-    for (handoff, vm) in HANDOFFS.iter().zip(&mut vms) {
-        if let Err(error) = vm.wait_for(line.as_bytes(), BOOT_TIMEOUT) {
-            failures.push(format!("{}: {error:#}", handoff.name));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let shares = crate::qemu::cpu_shares(&mut vms, IDLE_WINDOW).unwrap();
-    for ((handoff, vm), share) in HANDOFFS.iter().zip(&vms).zip(shares) {
-        assert!(share < IDLE_LIMIT, "{}: {:.1}% of a core while idle", handoff.name, share * 100.0);
-        assert_eq!(vm.serial_output(), line.as_bytes(), "{}", handoff.name);
-    }
+    let (mut vms, _stubs): (Vec<Vm>, Vec<Gdb>) = HANDOFFS.iter().map(start_with_handoff).unzip();
+    // Each VM's description names its hand-off.
+    qemu::wait_all_for(&mut vms, line(DEFAULT_MESSAGE).as_bytes(), BOOT_TIMEOUT).unwrap();
+    assert_idle(&mut vms, DEFAULT_MESSAGE);
 }
 
 /// Machines `pc`, `q35`, `isapc` (each with its own disk controller) by CPU models `486`,
 /// `pentium`, `qemu64`, `max`, under TCG and, when `/dev/kvm` works, KVM.
 #[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
 fn every_machine_and_cpu_model_prints() {
-    let img = test_image("img");
     for accel in accels() {
         let mut configs = Vec::new();
         for machine in ["pc", "q35", "isapc"] {
             for cpu in ["486", "pentium", "qemu64", "max"] {
-                let mut config = VmConfig::boot(&img, Format::Img, Bus::Ide);
+                let mut config = config(Format::Img, Bus::Ide);
                 config.machine = machine.into();
                 config.accel = accel;
                 // QEMU 7.2 aborts under nested KVM when `max` passes the host's
@@ -170,10 +157,10 @@ fn every_machine_and_cpu_model_prints() {
 
 /// 30 boots in a row, each a fresh QEMU, none missing its line.
 #[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
 fn thirty_boots_in_a_row() {
-    let mut config = VmConfig::disk(&test_image("raw"));
-    config.accel = Accel::Tcg;
-    let line = format!("{DEFAULT_MESSAGE}\r\n");
+    let config = VmConfig { accel: Accel::Tcg, ..config(Format::Raw, Bus::Ide) };
+    let line = line(DEFAULT_MESSAGE);
     for boot in 1..=30 {
         let mut vm = Vm::start(&config).unwrap();
         vm.wait_for(line.as_bytes(), BOOT_TIMEOUT)
@@ -185,16 +172,16 @@ fn thirty_boots_in_a_row() {
 
 /// Every instruction in both images exists on a 386.
 #[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
 fn the_images_use_only_386_instructions() {
-    let dir =
-        std::path::PathBuf::from(std::env::var_os(ELF_ENV).expect("run through cargo xtask test"));
+    let dir = env_dir(ELF_ENV);
     for elf in ["boot-sector", "rom"] {
-        let listing = disasm::disassemble(&dir.join(elf), false).unwrap();
+        let listing = instructions::disassemble(&dir.join(elf), false).unwrap();
         assert!(
-            disasm::instructions(&listing).len() > 100,
+            instructions::instructions(&listing).len() > 100,
             "{elf}: too few instructions:\n{listing}"
         );
-        let newer = disasm::newer_than_target(&listing);
+        let newer = instructions::newer_than_target(&listing);
         assert!(newer.is_empty(), "{elf}: instructions newer than the 386:\n{}", newer.join("\n"));
     }
 }

@@ -4,9 +4,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -42,18 +40,10 @@ pub struct Gdb {
 }
 
 impl Gdb {
-    /// Connects to the stub at `path` (QEMU creates it while it starts).
-    pub fn connect(path: &Path) -> Result<Gdb> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(stream) => break stream,
-                Err(error) if Instant::now() > deadline => {
-                    return Err(error).with_context(|| format!("connecting to {}", path.display()));
-                }
-                Err(_) => thread::sleep(Duration::from_millis(5)),
-            }
-        };
+    /// Connects to the stub QEMU serves on the abstract socket `name` (`-gdb
+    /// unix:NAME,abstract=on,...`), retrying while QEMU starts.
+    pub fn connect(name: &str) -> Result<Gdb> {
+        let stream = crate::infra::qemu::connect(name, || Ok(()))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut gdb = Gdb { stream };
         // QEMU answers register reads and writes only to a client that has read the target

@@ -1,7 +1,5 @@
-//! `cargo xtask disasm`: the images' annotated disassembly, and the check that every instruction
-//! in them runs on the target CPU, a 386.
-//!
-//! Both use `llvm-objdump` from the `llvm-tools` rustup component, for LLVM's own 16-bit
+//! The images' disassembly, and the check that every instruction in them runs on the target
+//! CPU, a 386. Both use `llvm-objdump` from the `llvm-tools` rustup component, for LLVM's own 16-bit
 //! ("code16") decoder.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{build, project_root};
+use crate::infra::{cargo, process};
 
 /// The CPU the target spec names (`"cpu": "i386"`): every instruction must exist on it.
 pub const TARGET_CPU: &str = "i386";
@@ -41,7 +39,7 @@ const PREFIXES: &[&str] =
 
 /// `llvm-objdump` from the toolchain's `llvm-tools` component.
 pub fn objdump() -> Result<PathBuf> {
-    Ok(build::llvm_bin_dir()?.join("llvm-objdump"))
+    Ok(cargo::llvm_bin_dir()?.join("llvm-objdump"))
 }
 
 /// The disassembly of `elf`'s code as LLVM decodes 16-bit real-mode code: sections, symbols,
@@ -59,7 +57,7 @@ pub fn disassemble(elf: &Path, raw_bytes: bool) -> Result<String> {
     if !raw_bytes {
         command.arg("--no-show-raw-insn");
     }
-    let out = command.arg(elf).output().context("running llvm-objdump")?;
+    let out = process::output(command.arg(elf)).context("running llvm-objdump")?;
     if !out.status.success() {
         bail!("llvm-objdump failed on {}: {}", elf.display(), String::from_utf8_lossy(&out.stderr));
     }
@@ -91,25 +89,6 @@ pub fn newer_than_target(listing: &str) -> Vec<String> {
         .filter(|(_, mnemonic)| !I386_MNEMONICS.contains(mnemonic))
         .map(|(line, _)| line)
         .collect()
-}
-
-/// `cargo xtask disasm [--rom]`.
-pub fn run(rom: bool) -> Result<()> {
-    let elfs = build::build_elfs()?;
-    let (elf, what) = if rom { (elfs.rom, "ROM") } else { (elfs.boot_sector, "boot sector") };
-    let headers =
-        Command::new(objdump()?).arg("-h").arg(&elf).output().context("running llvm-objdump")?;
-    println!("{what}: {}", elf.strip_prefix(project_root()).unwrap_or(&elf).display());
-    print!("{}", String::from_utf8_lossy(&headers.stdout));
-    let listing = disassemble(&elf, true)?;
-    print!("{listing}");
-    let newer = newer_than_target(&disassemble(&elf, false)?);
-    if newer.is_empty() {
-        println!("\nevery instruction above runs on a 386 ({TARGET_CPU})");
-        Ok(())
-    } else {
-        bail!("instructions newer than the 386:\n{}", newer.join("\n"))
-    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,15 @@
-//! `cargo xtask image`: the flat boot sector, its message, its checks and the size report.
+//! The flat images: the boot sector and the ROM as the machine loads them, their message area,
+//! and the checks a BIOS (or the reset vector) needs.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::ImageOptions;
-use crate::formats::{self, DISK_SIZE, Format};
-use crate::{build, elf, iso, qemu};
+use crate::domain::elf;
+
+/// The message a plain build prints.
+pub const DEFAULT_MESSAGE: &str = "Hello World!";
 
 /// Size of a disk sector, and of the whole boot sector.
 pub const SECTOR_SIZE: usize = 512;
@@ -26,11 +27,6 @@ pub const ROM_SIZE: usize = 0x10000;
 pub const RESET_VECTOR_OFFSET: usize = ROM_SIZE - 16;
 /// What follows the message in the image: the line ending and the terminator the code stops at.
 const MESSAGE_TRAILER: &[u8] = b"\r\n\0";
-
-/// Base name of every artifact: `target/images/512-byte-vm.<ext>`.
-pub const ARTIFACT_STEM: &str = "512-byte-vm";
-/// The checksum file beside the artifacts.
-pub const CHECKSUMS: &str = "SHA256SUMS";
 
 /// A flat image with a message area the xtask fills in.
 #[derive(Debug, Clone)]
@@ -79,9 +75,9 @@ impl Image {
         let needed = text.len() + MESSAGE_TRAILER.len();
         if needed > room {
             bail!(
-                "the message is {} bytes too long: {} characters fit (plus CR LF and a NUL), \
+                "the message is {} too long: {} characters fit (plus CR LF and a NUL), \
                  it has {}; shorten it",
-                needed - room,
+                bytes(needed - room),
                 room - MESSAGE_TRAILER.len(),
                 text.len()
             );
@@ -103,6 +99,11 @@ impl Image {
     /// Bytes the message uses, line ending and terminator included.
     pub fn message_bytes(&self) -> usize {
         self.message().len() + MESSAGE_TRAILER.len()
+    }
+
+    /// The longest message the area takes (without CR LF and the NUL).
+    pub fn message_room(&self) -> usize {
+        self.message_end - self.message_start - MESSAGE_TRAILER.len()
     }
 
     /// Free bytes left in the message area.
@@ -164,75 +165,6 @@ pub fn validate_message(text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds the boot sector with the options' message and writes each requested format as
-/// `dir/512-byte-vm.<ext>`, then `dir/SHA256SUMS`. Returns the artifacts written.
-pub fn build_images(options: &ImageOptions, dir: &Path) -> Result<Vec<(Format, PathBuf)>> {
-    // Refuse bad input and missing tools before spending time on the build.
-    validate_message(&options.message)?;
-    let qemu_img = match options.formats.iter().any(|f| f.qemu_img_args().is_some()) {
-        true => Some(qemu::img_binary()?),
-        false => None,
-    };
-    let elfs = build::build_elfs()?;
-    let mut image = read_boot_sector(&elfs.boot_sector)?;
-    image.set_message(&options.message)?;
-    image.check_boot_sector()?;
-    let mut rom = read_rom(&elfs.rom)?;
-    rom.set_message(&options.message)?;
-
-    let mut written = Vec::new();
-    for &format in &options.formats {
-        let path = artifact_path(dir, format.extension());
-        match format {
-            Format::Raw => write_atomically(&path, &image.bytes)?,
-            Format::Img => write_atomically(&path, &padded_disk(&image.bytes))?,
-            Format::Iso => write_atomically(&path, &iso::build(&image.bytes))?,
-            Format::Rom => write_atomically(&path, &rom.bytes)?,
-            _ => {
-                let qemu_img = qemu_img.as_deref().expect("checked above");
-                // qemu-img reads a file: the padded disk, beside the output, removed after.
-                let input = temporary_path(&artifact_path(dir, "disk.raw"));
-                write_atomically(&input, &padded_disk(&image.bytes))?;
-                let result = formats::convert(qemu_img, format, &input, &path);
-                let _ = fs::remove_file(&input);
-                result?;
-            }
-        }
-        written.push((format, path));
-    }
-    let sums = write_checksums(dir)?;
-    print_size_report(&image, &written);
-    println!("wrote {}", sums.display());
-    Ok(written)
-}
-
-/// The boot sector followed by zeros up to the virtual disk size every bus boots.
-pub fn padded_disk(sector: &[u8]) -> Vec<u8> {
-    let mut disk = sector.to_vec();
-    disk.resize(DISK_SIZE as usize, 0);
-    disk
-}
-
-/// Writes `dir/SHA256SUMS` (the `sha256sum -c` format) for every artifact present in `dir`.
-pub fn write_checksums(dir: &Path) -> Result<PathBuf> {
-    use sha2::{Digest, Sha256};
-    let mut lines = String::new();
-    for format in Format::ALL {
-        let path = artifact_path(dir, format.extension());
-        if !path.exists() {
-            continue;
-        }
-        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let digest = Sha256::digest(&bytes);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let name = path.file_name().unwrap().to_string_lossy();
-        lines.push_str(&format!("{hex}  {name}\n"));
-    }
-    let path = dir.join(CHECKSUMS);
-    write_atomically(&path, lines.as_bytes())?;
-    Ok(path)
-}
-
 /// Reads and flattens the linked boot sector at `elf_path`.
 pub fn read_boot_sector(elf_path: &Path) -> Result<Image> {
     read_elf(elf_path, Image::boot_sector_from_elf)
@@ -248,55 +180,9 @@ fn read_elf(elf_path: &Path, parse: fn(&[u8]) -> Result<Image>) -> Result<Image>
     parse(&elf).with_context(|| format!("{}", elf_path.display()))
 }
 
-/// `dir/512-byte-vm.<ext>`.
-pub fn artifact_path(dir: &Path, extension: &str) -> PathBuf {
-    dir.join(format!("{ARTIFACT_STEM}.{extension}"))
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`: a reader (or a
-/// failed build) never sees a half-written artifact, and the last good one stays until then.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("artifact path has no directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let temporary = temporary_path(path);
-    let result = (|| {
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
-}
-
-/// A hidden name beside `path` for a file being written.
-pub fn temporary_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
-}
-
-fn print_size_report(image: &Image, written: &[(Format, PathBuf)]) {
-    println!(
-        "boot sector: {SECTOR_SIZE} bytes = {} code + {} message (\"{}\" + CR LF + NUL) + {} free \
-         + 2 signature",
-        image.code_bytes(),
-        image.message_bytes(),
-        String::from_utf8_lossy(image.message()),
-        image.free_bytes(),
-    );
-    println!("{:<24} {:>11}  {:>15}  bit for bit", "artifact", "bytes", "original bundle");
-    for (format, path) in written {
-        let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let original = format.original_size().map_or("-".to_string(), thousands);
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let reproducible = if format.embeds_random_ids() { "no (random IDs)" } else { "yes" };
-        println!("{name:<24} {:>11}  {original:>15}  {reproducible}", thousands(size));
-    }
-    if let Some(dir) = written.first().and_then(|(_, path)| path.parent()) {
-        println!("in {}", dir.display());
-    }
+/// "1 byte", "2 bytes".
+pub fn bytes(n: usize) -> String {
+    if n == 1 { "1 byte".to_string() } else { format!("{n} bytes") }
 }
 
 /// 1048576 -> "1,048,576".
@@ -355,6 +241,8 @@ mod tests {
         assert_eq!(image.bytes[SIGNATURE_OFFSET..], BOOT_SIGNATURE);
         let error = image.set_message(&"x".repeat(room + 5)).unwrap_err().to_string();
         assert!(error.contains("5 bytes too long"), "{error}");
+        let error = image.set_message(&"x".repeat(room + 1)).unwrap_err().to_string();
+        assert!(error.contains("is 1 byte too long"), "{error}");
         assert!(error.contains(&format!("{room} characters fit")), "{error}");
     }
 
@@ -394,39 +282,5 @@ mod tests {
         assert_eq!(thousands(512), "512");
         assert_eq!(thousands(1_048_576), "1,048,576");
         assert_eq!(thousands(328_704), "328,704");
-    }
-
-    #[test]
-    fn padded_disk_is_the_sector_then_zeros() {
-        let disk = padded_disk(&sample().bytes);
-        assert_eq!(disk.len(), 1 << 20);
-        assert_eq!(disk[..512], sample().bytes[..]);
-        assert!(disk[512..].iter().all(|&b| b == 0));
-    }
-
-    #[test]
-    fn checksums_cover_the_artifacts_present_in_sha256sum_format() {
-        let dir = std::env::temp_dir().join(format!("vm512-sums-{}", std::process::id()));
-        write_atomically(&artifact_path(&dir, "raw"), b"abc").unwrap();
-        write_atomically(&artifact_path(&dir, "iso"), b"").unwrap();
-        let sums = fs::read_to_string(write_checksums(&dir).unwrap()).unwrap();
-        assert_eq!(
-            sums,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  512-byte-vm.raw\n\
-             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  512-byte-vm.iso\n"
-        );
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn atomic_write_replaces_the_file_and_leaves_no_temporary() {
-        let dir = std::env::temp_dir().join(format!("vm512-atomic-{}", std::process::id()));
-        let path = dir.join("a.raw");
-        write_atomically(&path, b"first").unwrap();
-        write_atomically(&path, b"second").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"second");
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("a.raw")]);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::project_root;
+use crate::infra::files::{project_root, target_dir};
+use crate::infra::process;
 
 /// The custom target: 16-bit real-mode x86 (LLVM's i386-unknown-none-code16).
 const TARGET_SPEC: &str = "i386-code16-boot-sector.json";
@@ -20,20 +21,23 @@ pub struct Elfs {
 }
 
 /// The cargo that runs this xtask (`$CARGO`), so the pinned toolchain builds the boot sector too.
-pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+pub fn cargo_binary() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+fn cargo() -> Command {
+    Command::new(cargo_binary())
 }
 
 /// A cargo command for the boot-sector crate on the 16-bit target, in `target/`.
 fn boot_crate_cargo(subcommand: &str) -> Command {
-    let root = project_root();
     let mut command = cargo();
     command
-        .current_dir(root)
+        .current_dir(project_root())
         .args([subcommand, "--release", "--package", "vm512", "--target", TARGET_SPEC])
         .arg("-Zjson-target-spec")
         .arg("--target-dir")
-        .arg(root.join("target"))
+        .arg(target_dir())
         // Flags meant for the host would break the 16-bit build (and rebuild core each time).
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
@@ -42,10 +46,12 @@ fn boot_crate_cargo(subcommand: &str) -> Command {
 
 /// Builds the images' ELF files in the size-tuned release profile and returns where they are.
 pub fn build_elfs() -> Result<Elfs> {
-    let status = boot_crate_cargo("build")
-        .args(["--bins", "-Zbuild-std=core", "-Zbuild-std-features=compiler-builtins-mem"])
-        .status()
-        .context("could not start cargo to build the boot sector")?;
+    let status = process::status(boot_crate_cargo("build").args([
+        "--bins",
+        "-Zbuild-std=core",
+        "-Zbuild-std-features=compiler-builtins-mem",
+    ]))
+    .context("could not start cargo to build the boot sector")?;
     if !status.success() {
         bail!("building the boot sector failed ({status}); cargo's messages are above");
     }
@@ -56,7 +62,7 @@ pub fn build_elfs() -> Result<Elfs> {
 /// from its sources.
 pub fn clean_boot_crate() -> Result<()> {
     let status =
-        boot_crate_cargo("clean").arg("--quiet").status().context("running cargo clean")?;
+        process::status(boot_crate_cargo("clean").arg("--quiet")).context("running cargo clean")?;
     if !status.success() {
         bail!("cargo clean of the boot-sector crate failed ({status})");
     }
@@ -65,16 +71,13 @@ pub fn clean_boot_crate() -> Result<()> {
 
 /// Where cargo leaves the linked images.
 pub fn elf_dir() -> PathBuf {
-    project_root().join("target").join("i386-code16-boot-sector").join("release")
+    target_dir().join("i386-code16-boot-sector").join("release")
 }
 
 /// `<sysroot>/lib/rustlib/<host>/bin`, where the `llvm-tools` component puts its binaries.
 pub fn llvm_bin_dir() -> Result<PathBuf> {
     let rustc = |arg: &str| -> Result<String> {
-        let out = Command::new("rustc")
-            .current_dir(project_root())
-            .arg(arg)
-            .output()
+        let out = process::output(Command::new("rustc").current_dir(project_root()).arg(arg))
             .context("running rustc")?;
         Ok(String::from_utf8(out.stdout)?.trim().to_string())
     };

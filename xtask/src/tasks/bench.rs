@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cli::ImageOptions;
-use crate::formats::Format;
-use crate::image::{self, thousands};
-use crate::qemu::{self, Accel, Boot, Bus, Vm, VmConfig, cpu_shares};
-use crate::{build, project_root};
+use crate::domain::artifacts::{self, ImageOptions};
+use crate::domain::formats::Format;
+use crate::domain::image::{self, thousands};
+use crate::infra::files::{project_root, target_dir};
+use crate::infra::process;
+use crate::infra::qemu::{self, Accel, Bus, Vm, VmConfig, cpu_shares};
+use crate::infra::tools::{self, Tool};
 
 /// What `--quick` and `--vms` ask for.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,17 +101,11 @@ impl Machine {
             .lines()
             .find_map(|line| line.strip_prefix("model name").and_then(|rest| rest.split_once(':')))
             .map_or("unknown CPU".to_string(), |(_, name)| name.trim().to_string());
-        let qemu = std::process::Command::new("qemu-system-x86_64")
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.lines().next().map(str::to_string))
-            .unwrap_or_default();
+        let qemu = qemu::version().unwrap_or_default();
         Machine {
             cpu,
             cores: thread::available_parallelism().map_or(1, |n| n.get()),
-            kvm: qemu::kvm_usable(),
+            kvm: qemu::kvm_usable().is_ok(),
             qemu,
         }
     }
@@ -121,18 +117,17 @@ impl Machine {
 }
 
 pub fn run(options: &BenchOptions) -> Result<()> {
-    qemu::binary()?;
-    qemu::img_binary()?;
+    Accel::choose()?;
+    tools::require(&[Tool::Qemu, Tool::QemuImg])?;
     let started = Instant::now();
     let machine = Machine::read();
     println!("benchmarking on {}", machine.describe());
-    let out_dir = project_root().join("target").join("bench");
+    let out_dir = target_dir().join("bench");
     let images = out_dir.join("images");
     let all = ImageOptions { formats: Format::ALL.to_vec(), ..ImageOptions::default() };
-    image::build_images(&all, &images)?;
-    let sector = image::read_boot_sector(&build::elf_dir().join("boot-sector"))?;
-    let raw = image::artifact_path(&images, "raw");
-    let rom = image::artifact_path(&images, "rom");
+    let sector = artifacts::build(&all, &images)?.sector;
+    let raw = artifacts::artifact_path(&images, "raw");
+    let rom = artifacts::artifact_path(&images, "rom");
     let runs = if options.quick { 5 } else { 20 };
 
     // 1. Latency: QEMU start to the message on COM1.
@@ -151,10 +146,8 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     // 2. Idle CPU of one VM after its message, boot sector and ROM side by side.
     let window = Duration::from_secs(5);
     println!("idle CPU over {window:?} ({})", best.name());
-    let mut pair = [Vm::start(&sector_config(&raw, best))?, Vm::start(&rom_config(&rom, best))?];
-    for vm in &mut pair {
-        vm.wait_for(b"\r\n", BOOT_TIMEOUT)?;
-    }
+    let mut pair = qemu::start_all(&[sector_config(&raw, best), rom_config(&rom, best)])?;
+    qemu::wait_all_for(&mut pair, b"\r\n", BOOT_TIMEOUT)?;
     let idle = cpu_shares(&mut pair, window)?;
     drop(pair);
 
@@ -172,9 +165,9 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     println!("incremental image builds");
     let raw_only = ImageOptions::default();
     let quiet_dir = out_dir.join("incremental");
-    let unchanged = timed(|| image::build_images(&raw_only, &quiet_dir).map(drop))?;
+    let unchanged = timed(|| artifacts::build(&raw_only, &quiet_dir).map(drop))?;
     touch(&project_root().join("src").join("lib.rs"))?;
-    let touched = timed(|| image::build_images(&raw_only, &quiet_dir).map(drop))?;
+    let touched = timed(|| artifacts::build(&raw_only, &quiet_dir).map(drop))?;
 
     let report = Report {
         machine,
@@ -189,8 +182,8 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     };
     fs::create_dir_all(&out_dir)?;
     let markdown = report.markdown();
-    image::write_atomically(&out_dir.join("report.md"), markdown.as_bytes())?;
-    image::write_atomically(&out_dir.join("report.json"), report.json().as_bytes())?;
+    fs::write(out_dir.join("report.md"), markdown.as_bytes())?;
+    fs::write(out_dir.join("report.json"), report.json().as_bytes())?;
     println!("\n{markdown}");
     println!(
         "wrote {} and report.json in {:.1} s",
@@ -202,12 +195,12 @@ pub fn run(options: &BenchOptions) -> Result<()> {
 
 /// The boot sector from disk on IDE (`pc`), through SeaBIOS.
 fn sector_config(raw: &Path, accel: Accel) -> VmConfig {
-    VmConfig { accel, ..VmConfig::disk(raw) }
+    VmConfig { accel, ..Format::Raw.vm_config(raw, Bus::Ide) }
 }
 
 /// The ROM as `-bios` (`pc`), from the reset vector.
 fn rom_config(rom: &Path, accel: Accel) -> VmConfig {
-    VmConfig { accel, boot: Boot::Bios, ..VmConfig::boot(rom, Format::Rom, Bus::Ide) }
+    VmConfig { accel, ..Format::Rom.vm_config(rom, Bus::Ide) }
 }
 
 /// Boots `config` `runs` times, one after another; each sample is QEMU start to message.
@@ -222,13 +215,12 @@ fn boot_times(config: &VmConfig, runs: usize) -> Result<Vec<Duration>> {
 
 fn density(image: &'static str, config: &VmConfig, n: usize, window: Duration) -> Result<Density> {
     let start = Instant::now();
-    let mut vms: Vec<Vm> = (0..n).map(|_| Vm::start(config)).collect::<Result<_>>()?;
-    for vm in &mut vms {
-        vm.wait_for(b"\r\n", BOOT_TIMEOUT)?;
-    }
+    let mut vms = qemu::start_all(&vec![config.clone(); n])?;
+    qemu::wait_all_for(&mut vms, b"\r\n", BOOT_TIMEOUT)?;
     let all_printed = start.elapsed();
     let idle_total = cpu_shares(&mut vms, window)?.iter().sum();
-    let rss: Vec<u64> = vms.iter().map(|vm| resident_kib(vm.pid())).collect::<Result<_>>()?;
+    let rss: Vec<u64> =
+        vms.iter().map(|vm| process::resident_kib(vm.pid())).collect::<Result<_>>()?;
     Ok(Density {
         accel: config.accel,
         image,
@@ -237,16 +229,6 @@ fn density(image: &'static str, config: &VmConfig, n: usize, window: Duration) -
         idle_total,
         mean_rss_kib: rss.iter().sum::<u64>() / n as u64,
     })
-}
-
-/// Resident memory of a process, from `/proc/PID/status` (VmRSS, in KiB).
-fn resident_kib(pid: u32) -> Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc status")
 }
 
 fn timed(work: impl FnOnce() -> Result<()>) -> Result<Duration> {
@@ -291,7 +273,7 @@ impl Report {
         Format::ALL
             .iter()
             .filter_map(|&f| {
-                fs::metadata(image::artifact_path(&self.images, f.extension()))
+                fs::metadata(artifacts::artifact_path(&self.images, f.extension()))
                     .ok()
                     .map(|m| (f, m.len()))
             })

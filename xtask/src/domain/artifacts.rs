@@ -1,0 +1,211 @@
+//! The artifact set: `512-byte-vm.<ext>` for each format asked for, and `SHA256SUMS` listing
+//! exactly those files. A set is built whole or not at all: every file is written into a staging
+//! directory beside the destination, which then takes the destination's place in one rename. A
+//! lock on the parent directory serialises concurrent builds; a failed or interrupted build
+//! leaves the previous set as it was (and removes its staging directory).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::domain::formats::{self, DISK_SIZE, Format};
+use crate::domain::image::{self, Image, SECTOR_SIZE, thousands};
+use crate::domain::iso;
+use crate::infra::cargo;
+use crate::infra::files::{self, Scratch};
+use crate::infra::tools::{self, Tool};
+
+/// Base name of every artifact: `target/images/512-byte-vm.<ext>`.
+pub const ARTIFACT_STEM: &str = "512-byte-vm";
+/// The checksum file beside the artifacts.
+pub const CHECKSUMS: &str = "SHA256SUMS";
+
+/// Environment variable that moves the artifacts away from `target/images` (the tests of `run`
+/// use it so as not to touch the user's images).
+pub const IMAGES_DIR_ENV: &str = "VM512_IMAGES_DIR";
+
+/// Where the artifacts go: `target/images/512-byte-vm.<ext>`.
+pub fn images_dir() -> PathBuf {
+    std::env::var_os(IMAGES_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| files::target_dir().join("images"))
+}
+
+/// What to build: shared by `image`, `run`, `test` and `bench`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageOptions {
+    pub message: String,
+    pub formats: Vec<Format>,
+}
+
+impl Default for ImageOptions {
+    fn default() -> Self {
+        ImageOptions { message: image::DEFAULT_MESSAGE.to_string(), formats: vec![Format::Raw] }
+    }
+}
+
+/// A set that was built.
+pub struct Built {
+    /// The boot sector with its message, for the size report.
+    pub sector: Image,
+    /// Each format with its file, in the order of [`Format::ALL`].
+    pub artifacts: Vec<(Format, PathBuf)>,
+    pub dir: PathBuf,
+}
+
+/// Builds the images with the options' message and replaces `dir` with a set holding each
+/// requested format as `512-byte-vm.<ext>` and `SHA256SUMS`.
+pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
+    // Refuse bad input and missing tools before spending time on the build.
+    image::validate_message(&options.message)?;
+    let qemu_img = match options.formats.iter().any(|f| f.qemu_img_args().is_some()) {
+        true => {
+            tools::require(&[Tool::QemuImg])?;
+            Some(tools::path(Tool::QemuImg)?)
+        }
+        false => None,
+    };
+    let elfs = cargo::build_elfs()?;
+    let mut sector = image::read_boot_sector(&elfs.boot_sector)?;
+    sector.set_message(&options.message)?;
+    sector.check_boot_sector()?;
+    let mut rom = image::read_rom(&elfs.rom)?;
+    rom.set_message(&options.message)?;
+
+    let parent = dir.parent().context("the images directory has no parent")?;
+    let name = dir.file_name().context("the images directory has no name")?.to_string_lossy();
+    let _lock = files::lock(parent)?;
+    remove_stale_staging(parent, &name);
+    let staging = Scratch::at(parent.join(format!(".{name}.staging-{}", std::process::id())))?;
+    let write_set = || -> Result<Vec<(Format, PathBuf)>> {
+        let mut artifacts = Vec::new();
+        for &format in &options.formats {
+            let file = format!("{ARTIFACT_STEM}.{}", format.extension());
+            let path = staging.join(&file);
+            match format {
+                Format::Raw => write(&path, &sector.bytes)?,
+                Format::Img => write(&path, &padded_disk(&sector.bytes))?,
+                Format::Iso => write(&path, &iso::build(&sector.bytes))?,
+                Format::Rom => write(&path, &rom.bytes)?,
+                _ => {
+                    let qemu_img = qemu_img.as_deref().expect("checked above");
+                    // qemu-img reads a file: the padded disk, in the staging directory.
+                    let input = staging.join("disk.raw");
+                    write(&input, &padded_disk(&sector.bytes))?;
+                    formats::convert(qemu_img, format, &input, &path)?;
+                    fs::remove_file(&input)?;
+                }
+            }
+            artifacts.push((format, dir.join(file)));
+        }
+        write_checksums(staging.path())?;
+        Ok(artifacts)
+    };
+    // A failed write says why in plain words where the disk is full or not writable.
+    let artifacts = write_set().map_err(|error| match files::why_writes_fail(parent) {
+        Some(why) => error.context(format!("{why}; {} was left as it was", dir.display())),
+        None => error,
+    })?;
+    files::replace_dir(staging.path(), dir)?;
+    Ok(Built { sector, artifacts, dir: dir.to_path_buf() })
+}
+
+/// Staging directories that a killed build left (the lock is held: no build is using them).
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.staging-");
+    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The boot sector followed by zeros up to the virtual disk size every bus boots.
+pub fn padded_disk(sector: &[u8]) -> Vec<u8> {
+    let mut disk = sector.to_vec();
+    disk.resize(DISK_SIZE as usize, 0);
+    disk
+}
+
+/// Writes `dir/SHA256SUMS` (the `sha256sum -c` format) for every artifact in `dir`.
+pub fn write_checksums(dir: &Path) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let mut lines = String::new();
+    for format in Format::ALL {
+        let path = artifact_path(dir, format.extension());
+        if !path.exists() {
+            continue;
+        }
+        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        lines.push_str(&format!("{hex}  {ARTIFACT_STEM}.{}\n", format.extension()));
+    }
+    let path = dir.join(CHECKSUMS);
+    write(&path, lines.as_bytes())?;
+    Ok(path)
+}
+
+/// `dir/512-byte-vm.<ext>`.
+pub fn artifact_path(dir: &Path, extension: &str) -> PathBuf {
+    dir.join(format!("{ARTIFACT_STEM}.{extension}"))
+}
+
+impl Built {
+    /// Where the sector's bytes go, and each file beside the original NASM release bundle.
+    pub fn report(&self) -> String {
+        let s = &self.sector;
+        let mut out = format!(
+            "boot sector: {SECTOR_SIZE} bytes = {} code + {} message (\"{}\" + CR LF + NUL) + {} \
+             free + 2 signature\n",
+            s.code_bytes(),
+            s.message_bytes(),
+            String::from_utf8_lossy(s.message()),
+            s.free_bytes(),
+        );
+        out += &format!(
+            "{:<24} {:>11}  {:>15}  bit for bit\n",
+            "artifact", "bytes", "original bundle"
+        );
+        for (format, path) in &self.artifacts {
+            let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            let original = format.original_size().map_or("-".to_string(), thousands);
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let reproducible = if format.embeds_random_ids() { "no (random IDs)" } else { "yes" };
+            out += &format!("{name:<24} {:>11}  {original:>15}  {reproducible}\n", thousands(size));
+        }
+        out += &format!("in {} (with {CHECKSUMS}: exactly these files)\n", self.dir.display());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_disk_is_the_sector_then_zeros() {
+        let sector = vec![0x90; SECTOR_SIZE];
+        let disk = padded_disk(&sector);
+        assert_eq!(disk.len(), 1 << 20);
+        assert_eq!(disk[..512], sector[..]);
+        assert!(disk[512..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn checksums_cover_the_artifacts_present_in_sha256sum_format() {
+        let dir = Scratch::new("sums").unwrap();
+        fs::write(artifact_path(dir.path(), "raw"), b"abc").unwrap();
+        fs::write(artifact_path(dir.path(), "iso"), b"").unwrap();
+        let sums = fs::read_to_string(write_checksums(dir.path()).unwrap()).unwrap();
+        assert_eq!(
+            sums,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  512-byte-vm.raw\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  512-byte-vm.iso\n"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! The images and their formats: what is built, independent of how it is run.
+
+pub mod artifacts;
+pub mod elf;
+pub mod formats;
+pub mod image;
+pub mod instructions;
+pub mod iso;

@@ -1,0 +1,9 @@
+//! The outside world: programs, processes, files, QEMU.
+
+pub mod cargo;
+pub mod files;
+#[cfg(test)]
+pub mod gdb;
+pub mod process;
+pub mod qemu;
+pub mod tools;

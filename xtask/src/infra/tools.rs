@@ -1,0 +1,313 @@
+//! The external programs the xtask runs, where to find them, and how to install the missing ones.
+//!
+//! When a tool is missing, the xtask names the package. Where it can install it (as root or with
+//! a password-less `sudo`, through apt-get or dnf) it asks on a terminal, installs without asking
+//! when `CI` is set, and never installs silently otherwise; `--no-install` (or
+//! `VM512_NO_INSTALL=1`) only names the command.
+//!
+//! Debian and Ubuntu: `qemu-system-x86` and `qemu-utils` come from one source package and must
+//! have one version (`qemu-utils` 8.0 and later declare `Breaks: qemu-system-common (<< 8.0)`).
+//! A machine with a newer `qemu-utils` from backports than the release's `qemu-system-x86` makes
+//! a plain `apt-get install qemu-system-x86 qemu-utils` fail with "held broken packages". So both
+//! are installed together, `qemu-utils` pinned to the candidate version of `qemu-system-x86`
+//! (`--allow-downgrades`), with `--no-install-recommends` (no GUI stack).
+
+use std::fs;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+/// A program the xtask runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// `qemu-system-x86_64`: boots the VM.
+    Qemu,
+    /// `qemu-img`: converts the disk formats.
+    QemuImg,
+}
+
+impl Tool {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Tool::Qemu => "qemu-system-x86_64",
+            Tool::QemuImg => "qemu-img",
+        }
+    }
+
+    fn purpose(self) -> &'static str {
+        match self {
+            Tool::Qemu => "it boots the VM",
+            Tool::QemuImg => "it converts the disk formats (qcow2, vmdk, vdi, vhd)",
+        }
+    }
+
+    fn debian_package(self) -> &'static str {
+        match self {
+            Tool::Qemu => "qemu-system-x86",
+            Tool::QemuImg => "qemu-utils",
+        }
+    }
+
+    fn fedora_package(self) -> &'static str {
+        match self {
+            Tool::Qemu => "qemu-system-x86",
+            Tool::QemuImg => "qemu-img",
+        }
+    }
+}
+
+/// Environment variable that forbids installing: the xtask only says what to install.
+pub const NO_INSTALL_ENV: &str = "VM512_NO_INSTALL";
+static NO_INSTALL: AtomicBool = AtomicBool::new(false);
+
+/// `--no-install`: never offer to install a missing tool.
+pub fn forbid_installing() {
+    NO_INSTALL.store(true, Ordering::SeqCst);
+}
+
+/// The first executable called `name` in `$PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
+        fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The path of `tool`, or an error that says how to install it.
+pub fn path(tool: Tool) -> Result<PathBuf> {
+    find_in_path(tool.binary()).with_context(|| {
+        format!(
+            "{} was not found in PATH; {}. {}",
+            tool.binary(),
+            tool.purpose(),
+            how_to_install(&[tool])
+        )
+    })
+}
+
+/// Makes sure every tool in `tools` is installed, installing the missing ones (see the module
+/// documentation for when it asks).
+pub fn require(tools: &[Tool]) -> Result<()> {
+    let missing: Vec<Tool> =
+        tools.iter().copied().filter(|t| find_in_path(t.binary()).is_none()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<_> =
+        missing.iter().map(|t| format!("{} ({})", t.binary(), t.purpose())).collect();
+    let what = format!("missing: {}", names.join("; "));
+    let Some(plan) = InstallPlan::for_this_machine(&missing) else {
+        bail!("{what}. {}", how_to_install(&missing));
+    };
+    let no_install = NO_INSTALL.load(Ordering::SeqCst)
+        || std::env::var_os(NO_INSTALL_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    if no_install {
+        bail!("{what}. Install with: {}", plan.shown());
+    }
+    let Some(prefix) = privilege() else {
+        bail!("{what}. Install as root: {}", plan.shown());
+    };
+    let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    if in_ci {
+        eprintln!("{what}\nCI is set: installing with: {}", plan.shown());
+    } else if std::io::stdin().is_terminal() {
+        eprint!("{what}\nInstall now with `{}`? [y/N] ", plan.shown());
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not installed; install with: {}", plan.shown());
+        }
+    } else {
+        bail!(
+            "{what}. Install with: {} (run this on a terminal to be asked, or set CI=1 to \
+             install without asking)",
+            plan.shown()
+        );
+    }
+    plan.run(prefix)?;
+    if let Some(still) = missing.iter().find(|t| find_in_path(t.binary()).is_none()) {
+        bail!("{} is still missing after the install: {}", still.binary(), plan.shown());
+    }
+    Ok(())
+}
+
+/// The package-manager commands that install some tools.
+struct InstallPlan {
+    commands: Vec<Vec<String>>,
+}
+
+impl InstallPlan {
+    fn for_this_machine(tools: &[Tool]) -> Option<InstallPlan> {
+        if find_in_path("apt-get").is_some() {
+            Some(InstallPlan::apt(tools, &candidate_version("qemu-system-x86")))
+        } else if find_in_path("dnf").is_some() {
+            let mut install: Vec<String> = ["dnf", "install", "-y"].map(String::from).to_vec();
+            install.extend(tools.iter().map(|t| t.fedora_package().to_string()));
+            Some(InstallPlan { commands: vec![install] })
+        } else {
+            None
+        }
+    }
+
+    /// Debian/Ubuntu: both QEMU packages at one version (see the module documentation).
+    fn apt(tools: &[Tool], qemu_version: &Option<String>) -> InstallPlan {
+        let update = ["apt-get", "update", "-qq"].map(String::from).to_vec();
+        let mut install: Vec<String> =
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "--allow-downgrades"]
+                .map(String::from)
+                .to_vec();
+        let qemu = [Tool::Qemu, Tool::QemuImg];
+        let mut packages: Vec<Tool> = tools.to_vec();
+        if tools.iter().any(|t| qemu.contains(t)) {
+            packages.retain(|t| !qemu.contains(t));
+            packages.extend(qemu);
+        }
+        for tool in packages {
+            let package = tool.debian_package();
+            match (qemu.contains(&tool), qemu_version) {
+                (true, Some(version)) => install.push(format!("{package}={version}")),
+                _ => install.push(package.to_string()),
+            }
+        }
+        InstallPlan { commands: vec![update, install] }
+    }
+
+    fn shown(&self) -> String {
+        let sudo = if is_root() { "" } else { "sudo " };
+        let lines: Vec<String> =
+            self.commands.iter().map(|c| format!("{sudo}{}", c.join(" "))).collect();
+        lines.join(" && ")
+    }
+
+    fn run(&self, prefix: Option<&str>) -> Result<()> {
+        for words in &self.commands {
+            let mut command = match prefix {
+                Some(sudo) => {
+                    let mut command = Command::new(sudo);
+                    command.arg("-n").args(words);
+                    command
+                }
+                None => {
+                    let mut command = Command::new(&words[0]);
+                    command.args(&words[1..]);
+                    command
+                }
+            };
+            // Not a guarded child: an install killed halfway would leave dpkg half-configured.
+            let status = command
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .with_context(|| format!("running {}", words.join(" ")))?;
+            if !status.success() {
+                bail!("`{}` failed ({status}); see its messages above", words.join(" "));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `apt-cache policy`'s candidate version of `package`, if apt knows it.
+fn candidate_version(package: &str) -> Option<String> {
+    let out = Command::new("apt-cache").args(["policy", package]).output().ok()?;
+    parse_candidate(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_candidate(policy: &str) -> Option<String> {
+    policy
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Candidate:"))
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "(none)")
+        .map(str::to_string)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) is always safe.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// How this user can install: `Some(None)` as root, `Some(Some("sudo"))` where password-less
+/// sudo works, `None` otherwise.
+fn privilege() -> Option<Option<&'static str>> {
+    if is_root() {
+        return Some(None);
+    }
+    let sudo_works = find_in_path("sudo").is_some()
+        && Command::new("sudo").args(["-n", "true"]).output().is_ok_and(|o| o.status.success());
+    sudo_works.then_some(Some("sudo"))
+}
+
+/// Install commands for every common system, for an error message.
+fn how_to_install(tools: &[Tool]) -> String {
+    let debian: Vec<_> = tools.iter().map(|t| t.debian_package()).collect();
+    let fedora: Vec<_> = tools.iter().map(|t| t.fedora_package()).collect();
+    format!(
+        "Install it: `sudo apt-get install --no-install-recommends {}` (Debian/Ubuntu; see the \
+         README if apt reports held broken packages), `sudo dnf install {}` (Fedora), `brew \
+         install qemu` (macOS)",
+        debian.join(" "),
+        fedora.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tools_are_not_found() {
+        assert!(find_in_path("no-such-tool-vm512").is_none());
+        assert!(find_in_path("sh").is_some());
+    }
+
+    #[test]
+    fn apt_installs_both_qemu_packages_at_the_system_emulators_version() {
+        let policy =
+            "qemu-system-x86:\n  Installed: (none)\n  Candidate: 1:7.2+dfsg-7+deb12u18+b3\n";
+        let version = parse_candidate(policy);
+        assert_eq!(version.as_deref(), Some("1:7.2+dfsg-7+deb12u18+b3"));
+        assert_eq!(parse_candidate("x:\n  Candidate: (none)\n"), None);
+        let plan = InstallPlan::apt(&[Tool::Qemu], &version);
+        let install = plan.commands.last().unwrap().join(" ");
+        assert!(install.contains("--no-install-recommends --allow-downgrades"), "{install}");
+        assert!(
+            install.ends_with(
+                "qemu-system-x86=1:7.2+dfsg-7+deb12u18+b3 qemu-utils=1:7.2+dfsg-7+deb12u18+b3"
+            ),
+            "{install}"
+        );
+        assert_eq!(plan.commands[0].join(" "), "apt-get update -qq");
+    }
+
+    /// The plan, simulated by apt-get itself (`-s`: nothing is installed) on a Debian machine;
+    /// on this kind of machine that includes the one with the newer qemu-utils from backports.
+    #[test]
+    fn apt_accepts_the_plan_where_apt_is_present() {
+        if find_in_path("apt-get").is_none() {
+            eprintln!("no apt-get: nothing to simulate");
+            return;
+        }
+        let version = candidate_version("qemu-system-x86");
+        if version.is_none() {
+            eprintln!(
+                "apt knows no qemu-system-x86 (package lists not updated): nothing to simulate"
+            );
+            return;
+        }
+        let plan = InstallPlan::apt(&[Tool::Qemu, Tool::QemuImg], &version);
+        let install = plan.commands.last().unwrap();
+        let out = Command::new("apt-get").arg("-s").args(&install[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "apt-get -s {}: {}{}",
+            install[1..].join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per `cargo xtask` command.
+
+pub mod bench;
+pub mod disasm;
+pub mod image;
+pub mod run;
+pub mod test;

@@ -1,0 +1,263 @@
+//! `cargo xtask run`: build one format and boot it in QEMU for a person to watch.
+//!
+//! Ctrl-C presses the ACPI power button (QMP `system_powerdown`), as `virsh shutdown` would;
+//! `run` ends when the VM has powered itself off, and stops QEMU (exiting non-zero) only if it
+//! has not within [`GRACE`], or at a second Ctrl-C. SIGTERM and SIGHUP stop QEMU at once.
+
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::domain::artifacts::{self, ImageOptions};
+use crate::domain::formats::Format;
+use crate::infra::process;
+use crate::infra::qemu::{self, Accel, Bus, Console, Vm};
+use crate::infra::tools::{self, Tool};
+
+/// How long the VM gets to power off after the power button before QEMU is stopped.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// What `run` boots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    pub format: Format,
+    pub message: String,
+    /// The controller asked for; `None`: IDE for disks and CDs.
+    pub bus: Option<Bus>,
+}
+
+impl RunOptions {
+    /// The bus to boot from, or an error with the fix when this format cannot boot from it.
+    pub fn bus(&self) -> Result<Bus> {
+        let format = self.format;
+        let Some(bus) = self.bus else { return Ok(Bus::Ide) };
+        if format.buses().contains(&bus) {
+            return Ok(bus);
+        }
+        let fix = match format {
+            Format::Rom => bail!(
+                "rom is firmware: QEMU runs it as -bios, from no disk bus; leave out --bus {}",
+                bus.name()
+            ),
+            Format::Raw => format!(
+                "the bare 512-byte sector is less than one disk cylinder, which only IDE accepts; \
+                 use --format img (the same sector padded to 1 MiB) on {}",
+                bus.name()
+            ),
+            Format::Iso => "a CD needs a CD drive, which virtio-blk has not; use --bus ide or \
+                            --bus ahci"
+                .to_string(),
+            _ => "see `cargo xtask help run`".to_string(),
+        };
+        let buses: Vec<_> = format.buses().iter().map(|b| b.name()).collect();
+        bail!(
+            "{} does not boot from {} (it boots from {}): {fix}",
+            format.name(),
+            bus.name(),
+            buses.join(", ")
+        )
+    }
+}
+
+pub fn run(options: &RunOptions) -> Result<()> {
+    // Everything that can be refused is refused before anything is built or started.
+    let bus = options.bus()?;
+    let (accel, why) = Accel::choose()?;
+    let mut needed = vec![Tool::Qemu];
+    if options.format.qemu_img_args().is_some() {
+        needed.push(Tool::QemuImg);
+    }
+    tools::require(&needed)?;
+    let (display, note) = choose_display();
+    let image = ImageOptions { message: options.message.clone(), formats: vec![options.format] };
+    let built = artifacts::build(&image, &artifacts::images_dir())?;
+    print!("{}", built.report());
+    let path: PathBuf = built.artifacts.first().context("no format to boot")?.1.clone();
+
+    let mut config = options.format.vm_config(&path, bus);
+    config.accel = accel;
+    config.display = display.map(str::to_string);
+    let how = match options.format {
+        Format::Rom => format!("as the firmware (-bios, {})", config.machine),
+        _ => format!("on {} ({})", bus.name(), config.machine),
+    };
+    let accel = match accel {
+        Accel::Kvm => format!("KVM ({why})"),
+        Accel::Tcg => format!("TCG software emulation ({why})"),
+    };
+    if let Some(note) = note {
+        println!("{note}");
+    }
+    match display {
+        Some(backend) => println!(
+            "booting {} {how} in a QEMU window ({backend}) with {accel}; COM1 is shown here too.",
+            options.format.name()
+        ),
+        None => {
+            println!("booting {} {how} in QEMU with {accel}; COM1 below.", options.format.name())
+        }
+    }
+    println!(
+        "To stop: Ctrl-C presses the ACPI power button (graceful shutdown; twice stops QEMU), \
+         or type a key and Enter (a key on the console also powers the VM off)."
+    );
+    println!("----");
+
+    process::count_interrupts();
+    let mut vm = match Vm::start_with(&config, Console::Terminal) {
+        Ok(vm) => vm,
+        Err(error) if config.display.is_some() => {
+            println!("the QEMU window did not open ({error:#}); booting in this terminal instead");
+            config.display = None;
+            Vm::start_with(&config, Console::Terminal)?
+        }
+        Err(error) => return Err(error),
+    };
+    forward_keyboard(&mut vm);
+    let mut pressed: Option<Instant> = None;
+    loop {
+        if let Some((status, _)) = vm.wait_exit(Duration::from_millis(50))? {
+            println!();
+            return match (status.success(), vm.guest_shut_down()) {
+                (true, true) => {
+                    println!("---- {}: the VM powered itself off", vm.description());
+                    Ok(())
+                }
+                (true, false) => Ok(()),
+                (false, _) => bail!("QEMU exited with {status}{}", vm.stderr_note()),
+            };
+        }
+        match (process::interrupts(), pressed) {
+            (0, _) => {}
+            (1, None) => {
+                println!(
+                    "\r\n---- power button pressed; waiting up to {GRACE:?} for the VM to power off"
+                );
+                vm.qmp("system_powerdown")?;
+                pressed = Some(Instant::now());
+            }
+            (1, Some(at)) if at.elapsed() < GRACE => {}
+            (1, Some(_)) => {
+                drop(vm); // stops QEMU
+                bail!(
+                    "the VM did not power off within {GRACE:?} of the power button: QEMU was stopped"
+                );
+            }
+            (_, _) => {
+                drop(vm);
+                bail!("Ctrl-C pressed twice: QEMU was stopped");
+            }
+        }
+    }
+}
+
+/// Types what arrives on this terminal on the VM's COM1.
+fn forward_keyboard(vm: &mut Vm) {
+    if let Some(mut input) = vm.serial_input() {
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut chunk = [0u8; 256];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdin, &mut chunk) {
+                if input.write_all(&chunk[..n]).and_then(|()| input.flush()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// The window's display backend, or none (this terminal), with a note when a display was set
+/// but cannot be used. Never leaves the choice to QEMU: built without GTK and SDL, it would
+/// start a VNC server instead.
+fn choose_display() -> (Option<&'static str>, Option<String>) {
+    let x11 = std::env::var("DISPLAY").ok().filter(|v| !v.is_empty());
+    let wayland = std::env::var("WAYLAND_DISPLAY").ok().filter(|v| !v.is_empty());
+    if x11.is_none() && wayland.is_none() {
+        return (None, None);
+    }
+    let reachable = x11.as_deref().is_some_and(x11_reachable)
+        || wayland.as_deref().is_some_and(wayland_reachable);
+    if !reachable {
+        let set: Vec<String> = [("DISPLAY", &x11), ("WAYLAND_DISPLAY", &wayland)]
+            .iter()
+            .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
+            .collect();
+        return (
+            None,
+            Some(format!(
+                "{} is set, but no display server answers there: using this terminal",
+                set.join(" and ")
+            )),
+        );
+    }
+    let backends = qemu::display_backends().unwrap_or_default();
+    match ["gtk", "sdl"].into_iter().find(|b| backends.iter().any(|have| have == b)) {
+        Some(backend) => (Some(backend), None),
+        None => (
+            None,
+            Some(
+                "this QEMU has no GTK or SDL display (Debian/Ubuntu: install qemu-system-gui): \
+                 using this terminal"
+                    .to_string(),
+            ),
+        ),
+    }
+}
+
+/// Whether an X server answers at `display` (`:0`, `:1.0`, `localhost:10.0`).
+fn x11_reachable(display: &str) -> bool {
+    let Some((host, rest)) = display.rsplit_once(':') else { return false };
+    let Ok(number) = rest.split('.').next().unwrap_or("").parse::<u16>() else { return false };
+    if host.is_empty() || host == "unix" {
+        return UnixStream::connect(format!("/tmp/.X11-unix/X{number}")).is_ok();
+    }
+    let Ok(mut addresses) = (host, 6000 + number).to_socket_addrs() else { return false };
+    addresses
+        .any(|address| TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok())
+}
+
+/// Whether a Wayland compositor answers at `display` (a name under `$XDG_RUNTIME_DIR`, or a path).
+fn wayland_reachable(display: &str) -> bool {
+    let path = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !display.starts_with('/') => PathBuf::from(dir).join(display),
+        _ => PathBuf::from(display),
+    };
+    UnixStream::connect(path).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus_for(format: Format, bus: Option<Bus>) -> Result<Bus, String> {
+        RunOptions { format, message: String::new(), bus }.bus().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn combinations_that_cannot_boot_are_refused_with_the_fix() {
+        assert_eq!(bus_for(Format::Raw, None), Ok(Bus::Ide));
+        assert_eq!(bus_for(Format::Qcow2, Some(Bus::VirtioScsi)), Ok(Bus::VirtioScsi));
+        let error = bus_for(Format::Raw, Some(Bus::Ahci)).unwrap_err();
+        assert!(
+            error.contains("raw does not boot from ahci") && error.contains("--format img"),
+            "{error}"
+        );
+        assert!(bus_for(Format::Raw, Some(Bus::VirtioBlk)).unwrap_err().contains("--format img"));
+        let error = bus_for(Format::Iso, Some(Bus::VirtioBlk)).unwrap_err();
+        assert!(error.contains("CD drive") && error.contains("--bus ide"), "{error}");
+        let error = bus_for(Format::Rom, Some(Bus::VirtioScsi)).unwrap_err();
+        assert!(error.contains("rom is firmware"), "{error}");
+        assert_eq!(bus_for(Format::Iso, Some(Bus::Ahci)), Ok(Bus::Ahci));
+    }
+
+    #[test]
+    fn a_display_nobody_answers_is_not_reachable() {
+        assert!(!x11_reachable(":987"));
+        assert!(!x11_reachable("garbage"));
+        assert!(!wayland_reachable("/nonexistent/wayland-9"));
+    }
+}

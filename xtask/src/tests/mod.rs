@@ -1,0 +1,6 @@
+//! Boot tests: real QEMU, real SeaBIOS, COM1 read back. They need the images `cargo xtask test`
+//! builds, so plain `cargo test` lists them as ignored; `cargo xtask test` runs them.
+
+mod boot;
+mod harness;
+mod robustness;
