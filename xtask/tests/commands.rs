@@ -438,3 +438,29 @@ fn a_full_disk_is_named_and_the_previous_set_stays() {
         assert_eq!(scratch.names(), vec!["images".to_string()], "{formats}: staging left");
     }
 }
+
+/// `bench` dies with every QEMU it started (it used to leave them running under init).
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn sigterm_to_bench_stops_every_qemu() {
+    let scratch = Scratch::new("bench-sigterm");
+    let mut child =
+        xtask(&scratch, &["bench", "--quick"]).env("VM512_ACCEL", "tcg").spawn().unwrap();
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let qemus = loop {
+        let qemus: Vec<u32> = descendants(child.id())
+            .into_iter()
+            .filter(|&p| command_name(p).starts_with("qemu-system"))
+            .collect();
+        if !qemus.is_empty() {
+            break qemus;
+        }
+        assert!(Instant::now() < deadline, "bench started no QEMU");
+        assert!(child.try_wait().unwrap().is_none(), "bench ended before starting a QEMU");
+        thread::sleep(Duration::from_millis(5));
+    };
+    signal(child.id(), libc::SIGTERM);
+    let status = wait_status(&mut child, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    assert_eq!(wait_gone(&qemus, Duration::from_secs(2)), Vec::<u32>::new(), "QEMU outlived bench");
+}

@@ -106,6 +106,10 @@ fn clean_up() -> (usize, usize) {
     }
     for path in &leftovers.paths {
         let _ = std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path));
+        // A shared parent (target/tmp) goes too once it is empty.
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
     (leftovers.groups.len(), leftovers.paths.len())
 }
