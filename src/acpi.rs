@@ -16,35 +16,47 @@ const SLP_TYP_SHIFT: u16 = 10;
 /// and PIIX4's own.
 pub const S5_FALLBACK: u8 = 0;
 
-/// The PM1a registers the idle loop needs, as I/O ports, with the power button enabled.
+/// Where the VM enters S5, and where the power button latches.
 #[derive(Clone, Copy)]
 pub struct Pm {
-    /// PM1a_STS: write 1 to a bit to clear it.
+    /// PM1a_STS (write 1 to a bit to clear it), or 0 where the firmware names no PM1a event
+    /// block (hardware-reduced ACPI): then there is no fixed power button to poll.
     pub status: u16,
-    /// PM1a_CNT.
+    /// PM1a_CNT's I/O port; 0: nowhere (no ACPI, or hardware-reduced ACPI): the VM never powers
+    /// itself off.
     pub control: u16,
-    /// SLP_TYP for S5, already shifted into place.
-    pub sleep_type: u16,
+    /// What enters S5 there: SLP_TYP | SLP_EN, in that register's layout.
+    pub sleep: u16,
 }
 
+/// No ACPI: no power button, no way to power off.
+pub const NO_PM: Pm = Pm { status: 0, control: 0, sleep: 0 };
+
+/// PM1 event block length: PM1_STS and PM1_EN, 2 bytes each.
+pub const PM1_EVT_LEN: u8 = 4;
+
 impl Pm {
-    /// Takes the PM1a registers from the event and control block ports, the event block's
-    /// length and the S5 SLP_TYP value, and enables the power-button event: it latches from
-    /// here on, and the idle loop polls it.
+    /// Takes the PM1a registers from the event and control block ports and the S5 SLP_TYP
+    /// value, and enables the power-button event: it latches from
+    /// here on, and the idle loop polls it. An event block of 0 (none) is left alone.
     #[inline(always)]
-    pub fn enable(event_block: u16, event_length: u8, control_block: u16, s5: u8) -> Pm {
-        // PM1_EN is the second half of the event block.
-        let enable = event_block + (event_length / 2) as u16;
-        // SAFETY: PM1a registers named by the firmware or set up by the ROM. Clear a stale
-        // press first (real hardware latches the one that powered it on).
-        unsafe {
-            outw(event_block, PWRBTN);
-            outw(enable, PWRBTN);
+    pub fn enable(event_block: u16, control_block: u16, s5: u8) -> Pm {
+        if event_block != 0 {
+            // PM1_EN is the second half of the event block: PM1_EVT_LEN is 4 on every chipset
+            // and hypervisor we know (PIIX4, ICH9, VirtualBox, Hyper-V, VMware), so it is not
+            // read (5 bytes).
+            let enable = event_block + PM1_EVT_LEN as u16 / 2;
+            // SAFETY: PM1a registers named by the firmware or set up by the ROM. Clear a stale
+            // press first (real hardware latches the one that powered it on).
+            unsafe {
+                outw(event_block, PWRBTN);
+                outw(enable, PWRBTN);
+            }
         }
         Pm {
             status: event_block,
             control: control_block,
-            sleep_type: ((s5 & 7) as u16) << SLP_TYP_SHIFT,
+            sleep: ((s5 & 7) as u16) << SLP_TYP_SHIFT | SLP_EN,
         }
     }
 
@@ -52,46 +64,69 @@ impl Pm {
     #[inline(always)]
     pub fn power_button_pressed(self) -> bool {
         // SAFETY: reading PM1_STS has no side effect.
-        unsafe { inw(self.status) & PWRBTN != 0 }
+        self.status != 0 && unsafe { inw(self.status) & PWRBTN != 0 }
     }
 
-    /// Enters S5 (soft off). Returns only if the hardware ignores it.
+    /// Enters S5 (soft off). Returns at once where there is no ACPI, or if the hardware ignores
+    /// it.
     #[inline(always)]
     pub fn power_off(self) {
-        // SAFETY: PM1_CNT; powering off is the point.
-        unsafe { outw(self.control, self.sleep_type | SLP_EN) };
+        if self.control != 0 {
+            // SAFETY: PM1_CNT; powering off is the point.
+            unsafe { outw(self.control, self.sleep) };
+        }
     }
 }
 
-/// Reads the PM1a registers out of the ACPI tables a BIOS left in memory and enables the power
-/// button, or `None` when there are no tables (`-machine acpi=off`) or no FADT. Walks memory above 64 KiB: call it while the
+/// FADT fields (offsets from the table's start, ACPI 6.5 table 5.9).
+mod fadt {
+    /// Table length, in every table's header.
+    pub const LENGTH: u32 = 4;
+    pub const DSDT: u32 = 40;
+    pub const PM1A_EVT_BLK: u32 = 56;
+    pub const PM1A_CNT_BLK: u32 = 64;
+}
+
+/// Reads where to power off out of the ACPI tables a BIOS left in memory and enables the power
+/// button; [`NO_PM`] when there are no tables (`-machine acpi=off`), no FADT, or neither PM1a
+/// control block nor sleep control register. Walks memory above 64 KiB: call it while the
 /// unreal-mode limits from `asm/start.s` hold, before any BIOS call.
+///
+/// Done as an OS does it, as far as the boot sector's bytes allow. Left out, with the risk:
+/// the RSDP's checksum (a stray "RSD PTR " in the BIOS area before the real one would be taken;
+/// SeaBIOS and other BIOSes put only the RSDP there) and its revision before the XSDT (read only
+/// when the RSDT address is 0, which an ACPI 1.0 RSDP never has); enabling ACPI mode through
+/// SMI_CMD where the FADT says the machine starts in legacy mode (there, a power button that
+/// firmware routes to SMI would go unnoticed; QEMU latches PWRBTN_STS in both modes).
 #[inline(always)]
-pub fn find_pm() -> Option<Pm> {
-    let rsdp = find_rsdp()?;
+pub fn find_pm() -> Pm {
+    let Some(rsdp) = find_rsdp() else { return NO_PM };
     // RSDP+16: the RSDT's address (32-bit entries). An ACPI 2.0+ RSDP may leave it 0 and give
     // only the XSDT at RSDP+24 (64-bit entries, of which we read the low half).
     let (sdt, entry_size) = match read32(rsdp + 16) {
         0 => (read32(rsdp + 24), 8),
         rsdt => (rsdt, 4),
     };
-    let end = sdt + read32(sdt + 4); // header: length at +4, entries from +36
+    let end = sdt + read32(sdt + fadt::LENGTH); // entries from +36
     let mut entry = sdt + 36;
     while entry < end {
-        let fadt = read32(entry);
-        if read32(fadt) == signature(b"FACP") {
-            // FADT: DSDT at +40, PM1a_EVT_BLK at +56, PM1a_CNT_BLK at +64, PM1_EVT_LEN at +88.
-            let s5 = s5_sleep_type(read32(fadt + 40));
-            return Some(Pm::enable(
-                read32(fadt + 56) as u16,
-                read8(fadt + 88),
-                read32(fadt + 64) as u16,
-                s5,
-            ));
+        let table = read32(entry);
+        if read32(table) == signature(b"FACP") {
+            let s5 = s5_sleep_type(read32(table + fadt::DSDT));
+            let control = read32(table + fadt::PM1A_CNT_BLK) as u16;
+            if control != 0 {
+                return Pm::enable(read32(table + fadt::PM1A_EVT_BLK) as u16, control, s5);
+            }
+            // Hardware-reduced ACPI (PM1a_CNT_BLK 0): no fixed registers, so nothing to touch.
+            // Its sleep control register is memory-mapped on the platforms that have one
+            // (QEMU microvm): reaching it after BIOS calls means restoring flat segments first,
+            // about 50 bytes the boot sector does not have. So there the VM does not power
+            // itself off; it prints, echoes and idles.
+            return NO_PM;
         }
         entry += entry_size;
     }
-    None
+    NO_PM
 }
 
 /// The RSDP: "RSD PTR " on a 16-byte boundary in the BIOS area 0xE0000-0xFFFFF (where SeaBIOS
@@ -109,18 +144,17 @@ fn find_rsdp() -> Option<u32> {
 }
 
 /// SLP_TYPa for S5 from the DSDT's `Name (_S5, Package () { a, b, ... })`, AML
-/// `"_S5_" 12 <PkgLength> <NumElements> <a>`; S5_FALLBACK when absent or not in that form.
+/// `"_S5_" 12 <PkgLength> <NumElements> <a>`; S5_FALLBACK when absent. A package this small
+/// (under 64 bytes) has a one-byte PkgLength (ACPI 6.5, 20.2.4), so `a` is 3 bytes after the
+/// name's end: a BytePrefix and the byte, or ZeroOp (0) / OneOp (1), which stand for themselves.
 #[inline(always)]
 fn s5_sleep_type(dsdt: u32) -> u8 {
     let end = dsdt + read32(dsdt + 4);
     let mut at = dsdt + 36;
     while at < end {
-        if read32(at) == signature(b"_S5_") && read8(at + 4) == AML_PACKAGE_OP {
-            // PkgLength's first byte counts its follow-on bytes in bits 7-6; NumElements follows.
-            let first = at + 7 + (read8(at + 5) >> 6) as u32;
-            // The element: BytePrefix + byte, or ZeroOp (0) / OneOp (1) standing for themselves.
-            return match read8(first) {
-                AML_BYTE_PREFIX => read8(first + 1),
+        if read32(at) == signature(b"_S5_") {
+            return match read8(at + 7) {
+                AML_BYTE_PREFIX => read8(at + 8),
                 value => value,
             };
         }
@@ -129,8 +163,7 @@ fn s5_sleep_type(dsdt: u32) -> u8 {
     S5_FALLBACK
 }
 
-/// AML opcodes the `_S5` parse needs.
-const AML_PACKAGE_OP: u8 = 0x12;
+/// AML BytePrefix: the next byte is the value.
 const AML_BYTE_PREFIX: u8 = 0x0A;
 
 /// A 4-byte table signature as the little-endian word it reads as.

@@ -6,21 +6,32 @@ use core::arch::asm;
 use crate::acpi::Pm;
 use crate::serial;
 
-/// Sleeps forever, waking on each interrupt (the 18.2 Hz timer tick) to check whether anyone
-/// asked the VM to power off: the ACPI power button (`virsh shutdown`, QMP `system_powerdown`),
-/// or a key on the console (a byte on COM1, or `keyboard` for the screen's keyboard). Without
-/// ACPI (`pm` is `None`) it only sleeps: no crash, no reboot, no spinning. Execution never runs
-/// past the loop into data.
+/// Ctrl-D on the serial console: end of input, the one byte that powers the VM off.
+const CTRL_D: u8 = 0x04;
+
+/// Sleeps forever, waking on each interrupt (the 18.2 Hz timer tick) to answer the console and
+/// to check whether anyone asked the VM to power off. Every byte that arrives on COM1 (where
+/// there is a UART) is echoed back, so a harness can prove the console works both ways;
+/// Ctrl-D on COM1, a key on the screen's keyboard (`keyboard`) and the ACPI power button
+/// (`virsh shutdown`, QMP `system_powerdown`) power the VM off. Without ACPI (`pm` is `None`) it
+/// only sleeps and echoes: no crash, no reboot, no spinning. Execution never runs past the loop
+/// into data.
 #[inline(always)]
-pub fn forever(pm: Option<Pm>, keyboard: impl Fn() -> bool) -> ! {
+pub fn forever(pm: Pm, keyboard: impl Fn() -> bool) -> ! {
     loop {
         // STI enables interrupts only after the next instruction, so none can slip in between
         // and leave HLT waiting for the one after it.
         // SAFETY: enabling interrupts and halting touch no memory.
         unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
-        if let Some(pm) = pm
-            && (pm.power_button_pressed() || serial::received() || keyboard())
-        {
+        let mut off = keyboard();
+        if let Some(byte) = serial::received() {
+            if byte == CTRL_D {
+                off = true;
+            } else {
+                serial::write(byte);
+            }
+        }
+        if off || pm.power_button_pressed() {
             pm.power_off();
         }
     }

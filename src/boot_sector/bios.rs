@@ -21,15 +21,17 @@ pub fn teletype(byte: u8) {
     };
 }
 
-/// BIOS data area: the keyboard buffer's head and tail offsets (0x41A, 0x41C). The BIOS's IRQ 1
-/// handler stores each key there; head != tail means a key is waiting.
-const KEYBOARD_HEAD_TAIL: usize = 0x41A;
+/// BIOS data area: the keyboard buffer's head and tail offsets. The BIOS's IRQ 1 handler stores
+/// each key there; head != tail means a key is waiting.
+const KEYBOARD_HEAD: usize = 0x41A;
+const KEYBOARD_TAIL: usize = 0x41C;
 
 /// Whether a key is waiting in the BIOS keyboard buffer (read directly: cheaper than INT 16h).
 #[inline(always)]
 pub fn key_waiting() -> bool {
-    // SAFETY: the BIOS data area is RAM the BIOS keeps up to date.
-    let head_tail =
-        unsafe { core::ptr::with_exposed_provenance::<u32>(KEYBOARD_HEAD_TAIL).read_volatile() };
-    head_tail as u16 != (head_tail >> 16) as u16
+    let read = |address| {
+        // SAFETY: the BIOS data area is RAM the BIOS keeps up to date.
+        unsafe { core::ptr::with_exposed_provenance::<u16>(address).read_volatile() }
+    };
+    read(KEYBOARD_HEAD) != read(KEYBOARD_TAIL)
 }

@@ -12,8 +12,8 @@
 //!
 //! On both, PM1a_STS is at the base, PM1a_EN at +2 and PM1a_CNT at +4.
 
-use vm512::acpi::{Pm, S5_FALLBACK};
-use vm512::port::{inl, outb, outl};
+use vm512::acpi::{NO_PM, Pm, S5_FALLBACK};
+use vm512::port::{inl, inw, outb, outl, outw};
 
 /// PCI configuration address and data ports.
 const CONFIG_ADDRESS: u16 = 0xCF8;
@@ -21,8 +21,8 @@ const CONFIG_DATA: u16 = 0xCFC;
 
 /// Where the ROM puts the PM registers: SeaBIOS's choice on QEMU.
 pub const PM_BASE: u16 = 0x600;
-/// PM1 event block length: PM1_STS and PM1_EN, 2 bytes each.
-const PM1_EVT_LEN: u8 = 4;
+/// PM1_CNT bit 0: events raise SCIs (ACPI mode), not SMIs.
+const SCI_EN: u16 = 1 << 0;
 /// PM1a_CNT relative to the base.
 const PM1_CNT_OFFSET: u16 = 4;
 
@@ -64,9 +64,9 @@ fn config_address(devfn: u8, register: u8) -> u32 {
 }
 
 /// Switches on the PM I/O of the first chipset found and returns its registers with the power
-/// button enabled, or `None` on a machine with neither (such as `isapc`): then the VM idles
+/// button enabled, or [`NO_PM`] on a machine with neither (such as `isapc`): then the VM idles
 /// without a power button.
-pub fn enable_power_management() -> Option<Pm> {
+pub fn enable_power_management() -> Pm {
     for chipset in CHIPSETS {
         // SAFETY: PCI configuration mechanism #1; reading an absent function gives all ones.
         unsafe {
@@ -79,8 +79,13 @@ pub fn enable_power_management() -> Option<Pm> {
             outl(CONFIG_ADDRESS, config_address(chipset.devfn, chipset.enable_register));
             // A byte write to the register's own lane of the data port.
             outb(CONFIG_DATA + (chipset.enable_register & 3) as u16, chipset.enable_value);
+            // ACPI mode, as an OS asks the firmware for it through SMI_CMD: with no firmware
+            // (and no SMI handler) below the ROM, set PM1_CNT.SCI_EN itself, so that events
+            // such as the power button are ACPI events, not SMIs.
+            let control = PM_BASE + PM1_CNT_OFFSET;
+            outw(control, inw(control) | SCI_EN);
         }
-        return Some(Pm::enable(PM_BASE, PM1_EVT_LEN, PM_BASE + PM1_CNT_OFFSET, S5_FALLBACK));
+        return Pm::enable(PM_BASE, PM_BASE + PM1_CNT_OFFSET, S5_FALLBACK);
     }
-    None
+    NO_PM
 }

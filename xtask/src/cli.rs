@@ -224,7 +224,8 @@ OPTIONS:
 {message}
     -f, --format FORMAT The one format to boot [default: raw]
     --bus BUS           The disk (or CD) controller: ide (pc), ahci (q35), virtio-blk,
-                        virtio-scsi [default: ide]; not for rom, which is firmware
+                        virtio-scsi, nvme, lsi, pvscsi, megasas, mptsas, usb-xhci,
+                        usb-ehci, floppy [default: ide]; not for rom, which is firmware
 {no_install}
 
 {}",
@@ -268,12 +269,18 @@ OPTIONS:
 
 /// The formats, what each is, and the buses `run --bus` boots it from.
 fn formats_table() -> String {
-    let mut table = String::from("FORMATS (and the buses `run --bus` boots each from):\n");
+    let mut table = String::from(
+        "FORMATS (and the buses `run --bus` boots each from; `cargo xtask help run` lists the buses):\n",
+    );
     for format in Format::ALL {
-        let buses: Vec<_> = format.buses().iter().map(|b| b.name()).collect();
-        let buses =
-            if buses.is_empty() { "none: booted as -bios".to_string() } else { buses.join(", ") };
-        table += &format!("    {:<6} {:<44} {buses}\n", format.name(), format.description());
+        let names: Vec<_> = format.buses().iter().map(|b| b.name()).collect();
+        let buses = match format.buses() {
+            [] => "none: booted as -bios".to_string(),
+            all if all == Bus::ALL => "every bus".to_string(),
+            cd if cd == Bus::CD_DRIVES => "every bus with a CD drive".to_string(),
+            _ => names.join(", "),
+        };
+        table += &format!("    {:<6} {:<48} {buses}\n", format.name(), format.description());
     }
     table
 }
@@ -306,8 +313,11 @@ mod tests {
         assert!(image.contains("up to 49 characters"), "{image}");
         assert!(image.contains("rom    64 KiB"), "the formats list names rom: {image}");
         let run = command_help("run", None);
-        assert!(run.contains("raw    the bare 512-byte sector") && run.contains(" ide\n"), "{run}");
-        assert!(usage().contains("iso") && usage().contains("ide, ahci\n"), "{}", usage());
+        assert!(
+            run.contains("raw    the bare 512-byte sector") && run.contains(" ide, floppy\n"),
+            "{run}"
+        );
+        assert!(usage().contains("with a CD drive\n"), "{}", usage());
     }
 
     #[test]
@@ -355,7 +365,7 @@ mod tests {
         assert_eq!((options.format, options.bus), (Format::Vhd, Some(Bus::VirtioScsi)));
         assert!(
             error(&["run", "--bus", "scsi"])
-                .contains("valid buses: ide, ahci, virtio-blk, virtio-scsi")
+                .contains("valid buses: ide, ahci, virtio-blk, virtio-scsi, nvme")
         );
         assert!(error(&["run", "--format", "raw,iso"]).contains("boots one format"));
         assert!(error(&["run", "--format", "raw", "--format", "iso"]).contains("boots one format"));

@@ -85,14 +85,15 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
             let path = staging.join(&file);
             match format {
                 Format::Raw => write(&path, &sector.bytes)?,
-                Format::Img => write(&path, &padded_disk(&sector.bytes))?,
+                Format::Img => write(&path, &padded_disk(&sector.bytes, DISK_SIZE))?,
                 Format::Iso => write(&path, &iso::build(&sector.bytes))?,
                 Format::Rom => write(&path, &rom.bytes)?,
                 _ => {
                     let qemu_img = qemu_img.as_deref().expect("checked above");
                     // qemu-img reads a file: the padded disk, in the staging directory.
                     let input = staging.join("disk.raw");
-                    write(&input, &padded_disk(&sector.bytes))?;
+                    let size = format.virtual_size().expect("a disk format");
+                    write(&input, &padded_disk(&sector.bytes, size))?;
                     formats::convert(qemu_img, format, &input, &path)?;
                     fs::remove_file(&input)?;
                 }
@@ -125,10 +126,10 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The boot sector followed by zeros up to the virtual disk size every bus boots.
-pub fn padded_disk(sector: &[u8]) -> Vec<u8> {
+/// The boot sector followed by zeros up to `size`, a virtual disk size every bus boots.
+pub fn padded_disk(sector: &[u8], size: u64) -> Vec<u8> {
     let mut disk = sector.to_vec();
-    disk.resize(DISK_SIZE as usize, 0);
+    disk.resize(size as usize, 0);
     disk
 }
 
@@ -190,7 +191,7 @@ mod tests {
     #[test]
     fn padded_disk_is_the_sector_then_zeros() {
         let sector = vec![0x90; SECTOR_SIZE];
-        let disk = padded_disk(&sector);
+        let disk = padded_disk(&sector, DISK_SIZE);
         assert_eq!(disk.len(), 1 << 20);
         assert_eq!(disk[..512], sector[..]);
         assert!(disk[512..].iter().all(|&b| b == 0));

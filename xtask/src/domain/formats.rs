@@ -18,6 +18,13 @@ use crate::infra::qemu::{Boot, Bus, VmConfig};
 /// Azure want; the sparse formats store it at almost no cost.
 pub const DISK_SIZE: u64 = 1 << 20;
 
+/// Virtual size of the VHD: 2040 sectors, the largest size under 1 MiB that the VHD
+/// specification's CHS algorithm describes exactly (30 cylinders, 4 heads, 17 sectors per track).
+/// Readers that size a VHD by its geometry (Virtual PC, several emulators) and readers that use
+/// the footer's current size (Hyper-V, qemu-img) then see one size; 2040 sectors still boots on
+/// every bus.
+pub const VHD_SIZE: u64 = 2040 * 512;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Format {
     /// The bare 512-byte sector.
@@ -68,7 +75,7 @@ impl Format {
             Format::Qcow2 => "qcow2 v3, 1 MiB virtual (QEMU, KVM platforms)",
             Format::Vmdk => "monolithicSparse VMDK (VMware, VirtualBox)",
             Format::Vdi => "dynamic VDI (VirtualBox)",
-            Format::Vhd => "dynamic VHD (Hyper-V, VirtualBox, Azure)",
+            Format::Vhd => "dynamic VHD, 2040 sectors (Hyper-V, VirtualBox)",
             Format::Iso => "ISO 9660 CD with an El Torito boot entry",
             Format::Rom => "64 KiB firmware started at the reset vector",
         }
@@ -90,9 +97,10 @@ impl Format {
             // Dynamic VDI, VirtualBox's default.
             Format::Vdi => &["-O", "vdi", "-o", "static=off"],
             // Dynamic VHD: Hyper-V and VirtualBox attach it, and unlike a fixed VHD (footer only,
-            // at the end) qemu-img and other probes recognise it. force_size keeps exactly 1 MiB
-            // instead of rounding to a CHS geometry.
-            Format::Vhd => &["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
+            // at the end) qemu-img and other probes recognise it. Its input is VHD_SIZE, which
+            // qemu-img's CHS geometry describes exactly (no force_size, whose 65535/16/255 makes
+            // geometry readers see 127 GiB).
+            Format::Vhd => &["-O", "vpc", "-o", "subformat=dynamic"],
             Format::Raw | Format::Img | Format::Iso | Format::Rom => return None,
         })
     }
@@ -111,14 +119,25 @@ impl Format {
         Boot::Disk { bus, format }
     }
 
-    /// The buses this artifact boots from. `raw` (512 bytes, less than one cylinder) boots on
-    /// IDE only, where QEMU reports a geometry of its own (see [`DISK_SIZE`]); the ISO needs a
-    /// CD drive, which virtio-blk has not; the ROM is firmware, on no bus.
+    /// The virtual disk size (what the guest sees), for the disk formats.
+    pub fn virtual_size(self) -> Option<u64> {
+        match self {
+            Format::Raw => Some(512),
+            Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi => Some(DISK_SIZE),
+            Format::Vhd => Some(VHD_SIZE),
+            Format::Iso | Format::Rom => None,
+        }
+    }
+
+    /// The buses this artifact boots from. `raw` (512 bytes, less than one cylinder) boots from
+    /// IDE and the floppy drive only, which report a geometry of their own (see [`DISK_SIZE`]);
+    /// the ISO needs a CD drive, which virtio-blk, NVMe and the floppy have not; the ROM is
+    /// firmware, on no bus.
     pub fn buses(self) -> &'static [Bus] {
         match self {
-            Format::Raw => &[Bus::Ide],
+            Format::Raw => &[Bus::Ide, Bus::Floppy],
             Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi | Format::Vhd => &Bus::ALL,
-            Format::Iso => &[Bus::Ide, Bus::Ahci],
+            Format::Iso => &Bus::CD_DRIVES,
             Format::Rom => &[],
         }
     }

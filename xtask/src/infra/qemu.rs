@@ -87,21 +87,63 @@ pub fn kvm_usable() -> Result<(), String> {
     }
 }
 
-/// The disk controllers hypervisors attach boot disks to.
+/// The disk controllers hypervisors attach boot disks to: every one SeaBIOS boots from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bus {
-    /// PIIX IDE, the `pc` machine's own controller.
+    /// PIIX IDE, the `pc` machine's own controller (Hyper-V generation 1 too).
     Ide,
-    /// ICH9 AHCI (SATA), the `q35` machine's own controller.
+    /// AHCI (SATA): the `q35` machine's own ICH9 controller; on `pc` an added one (VirtualBox).
     Ahci,
-    /// virtio-blk-pci.
+    /// virtio-blk-pci (OpenStack, KubeVirt).
     VirtioBlk,
-    /// virtio-scsi-pci with a scsi-hd / scsi-cd.
+    /// virtio-scsi-pci with a scsi-hd / scsi-cd (oVirt, Proxmox).
     VirtioScsi,
+    /// NVMe.
+    Nvme,
+    /// LSI 53C895A SCSI (VMware's "LSI Logic Parallel" family; Proxmox's lsi).
+    Lsi,
+    /// VMware paravirtual SCSI.
+    Pvscsi,
+    /// LSI MegaRAID SAS.
+    Megasas,
+    /// LSI SAS1068 (VMware's "LSI Logic SAS").
+    Mptsas,
+    /// USB mass storage on an xHCI (USB 3) controller.
+    UsbXhci,
+    /// USB mass storage on an EHCI (USB 2) controller.
+    UsbEhci,
+    /// The ISA floppy drive.
+    Floppy,
 }
 
 impl Bus {
-    pub const ALL: [Bus; 4] = [Bus::Ide, Bus::Ahci, Bus::VirtioBlk, Bus::VirtioScsi];
+    pub const ALL: [Bus; 12] = [
+        Bus::Ide,
+        Bus::Ahci,
+        Bus::VirtioBlk,
+        Bus::VirtioScsi,
+        Bus::Nvme,
+        Bus::Lsi,
+        Bus::Pvscsi,
+        Bus::Megasas,
+        Bus::Mptsas,
+        Bus::UsbXhci,
+        Bus::UsbEhci,
+        Bus::Floppy,
+    ];
+
+    /// The controllers with a CD drive.
+    pub const CD_DRIVES: [Bus; 9] = [
+        Bus::Ide,
+        Bus::Ahci,
+        Bus::VirtioScsi,
+        Bus::Lsi,
+        Bus::Pvscsi,
+        Bus::Megasas,
+        Bus::Mptsas,
+        Bus::UsbXhci,
+        Bus::UsbEhci,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -109,17 +151,72 @@ impl Bus {
             Bus::Ahci => "ahci",
             Bus::VirtioBlk => "virtio-blk",
             Bus::VirtioScsi => "virtio-scsi",
+            Bus::Nvme => "nvme",
+            Bus::Lsi => "lsi",
+            Bus::Pvscsi => "pvscsi",
+            Bus::Megasas => "megasas",
+            Bus::Mptsas => "mptsas",
+            Bus::UsbXhci => "usb-xhci",
+            Bus::UsbEhci => "usb-ehci",
+            Bus::Floppy => "floppy",
         }
     }
 
-    /// The machine whose built-in controller this is (`pc` for IDE, `q35` for AHCI); virtio
-    /// works on either and uses `pc`.
+    /// The machine whose built-in controller this is (`q35` for AHCI); `pc` for the others.
     pub fn machine(self) -> &'static str {
         match self {
             Bus::Ahci => "q35",
             _ => "pc",
         }
     }
+
+    /// The `-device` arguments that attach the drive `boot` (a CD where `cd`) on `machine`.
+    fn devices(self, machine: &str, cd: bool) -> Vec<String> {
+        let (ide, scsi) = if cd { ("ide-cd", "scsi-cd") } else { ("ide-hd", "scsi-hd") };
+        let one = |device: String| vec![device];
+        let behind = |controller: &str, device: &str| {
+            vec![
+                format!("{controller},id=hba"),
+                format!("{device},drive=boot,bus=hba.0,bootindex=1"),
+            ]
+        };
+        let q35 = machine.starts_with("q35");
+        match self {
+            // IDE on pc, the built-in AHCI on q35: both take ide-hd / ide-cd.
+            Bus::Ide => one(format!("{ide},drive=boot,bootindex=1")),
+            Bus::Ahci if q35 => one(format!("{ide},drive=boot,bootindex=1")),
+            Bus::Ahci => behind("ahci", ide),
+            Bus::VirtioBlk => one("virtio-blk-pci,drive=boot,bootindex=1".into()),
+            Bus::VirtioScsi => behind("virtio-scsi-pci", scsi),
+            Bus::Nvme => one("nvme,drive=boot,serial=vm512,bootindex=1".into()),
+            Bus::Lsi => behind("lsi53c895a", scsi),
+            Bus::Pvscsi => behind("pvscsi", scsi),
+            Bus::Megasas => behind("megasas", scsi),
+            Bus::Mptsas => behind("mptsas1068", scsi),
+            Bus::UsbXhci => behind("qemu-xhci", "usb-storage"),
+            Bus::UsbEhci => behind("usb-ehci", "usb-storage"),
+            // The floppy drive has no boot index: `-boot order=a` (see args). q35 has no
+            // floppy controller of its own.
+            Bus::Floppy if q35 => {
+                vec!["isa-fdc,id=fdc".into(), "floppy,unit=0,drive=boot,bus=fdc.0".into()]
+            }
+            Bus::Floppy => one("floppy,unit=0,drive=boot".into()),
+        }
+    }
+}
+
+/// Where COM1 goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Serial {
+    /// QEMU's stdio: captured by [`Vm`], or this terminal.
+    Stdio,
+    /// No COM1 at all (`-serial none`), as on most platforms' default VMs. (The tests boot so;
+    /// `run` always has COM1.)
+    #[cfg_attr(not(test), allow(dead_code))]
+    None,
+    /// A log file (OpenStack's console log).
+    #[cfg_attr(not(test), allow(dead_code))]
+    File(PathBuf),
 }
 
 /// What the VM boots from.
@@ -149,6 +246,12 @@ pub struct VmConfig {
     pub cpu: Option<String>,
     /// The window's display backend (`gtk`, `sdl`), or none: `-display none`.
     pub display: Option<String>,
+    /// COM1.
+    pub serial: Serial,
+    /// The graphics card (`-vga std`, `vmware`, ...), or the machine's default.
+    pub vga: Option<String>,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
     /// Extra arguments, appended last.
     pub extra: Vec<OsString>,
     /// What to call this VM in messages, in front of its description (a test case's name).
@@ -166,6 +269,9 @@ impl VmConfig {
             accel: Accel::default_choice(),
             cpu: None,
             display: None,
+            serial: Serial::Stdio,
+            vga: None,
+            memory_mib: 32,
             extra: Vec::new(),
             label: None,
         }
@@ -176,54 +282,57 @@ impl VmConfig {
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
         push(&["-machine", &self.machine, "-accel", self.accel.name()]);
-        // QEMU's default model otherwise. (Not `-cpu host` under KVM: QEMU 7.2 aborts with it on
+        // QEMU's default CPU model otherwise. (Not `-cpu host` under KVM: QEMU 7.2 aborts with it on
         // nested KVM, "failed to set MSR 0x10a".)
         if let Some(cpu) = &self.cpu {
             push(&["-cpu", cpu]);
         }
-        push(&["-m", "32"]);
-        // COM1 on stdio; no monitor; no network (and so no PXE ROM to wait for); a guest reset
-        // ends QEMU instead of booting again, so a crash cannot pass for a boot.
-        push(&["-serial", "stdio", "-monitor", "none", "-nic", "none", "-no-reboot"]);
+        push(&["-m", &self.memory_mib.to_string()]);
+        // No monitor; no network (and so no PXE ROM to wait for); a guest reset ends QEMU
+        // instead of booting again, so a crash cannot pass for a boot.
+        push(&["-monitor", "none", "-nic", "none", "-no-reboot"]);
+        match &self.serial {
+            Serial::Stdio => push(&["-serial", "stdio"]),
+            Serial::None => push(&["-serial", "none"]),
+            Serial::File(path) => push(&["-serial", &format!("file:{}", path.display())]),
+        }
         push(&["-display", self.display.as_deref().unwrap_or("none")]);
+        if let Some(vga) = &self.vga {
+            push(&["-vga", vga]);
+        }
         let file = escape(&self.image);
         // snapshot=on: the guest's writes go to a throw-away overlay, so the image never changes
         // and any number of QEMUs can share it (IDE disks refuse readonly=on).
         let drive = |format: &str, media: &str| {
             format!("file={file},format={format},if=none,id=boot,media={media},snapshot=on")
         };
-        match &self.boot {
+        let attach = |bus: Bus, cd: bool| {
+            let mut args = Vec::new();
+            for device in bus.devices(&self.machine, cd) {
+                args.extend(["-device".to_string(), device]);
+            }
+            if bus == Bus::Floppy {
+                args.extend(["-boot".to_string(), "order=a".to_string()]);
+            }
+            args
+        };
+        let strings: Vec<String> = match &self.boot {
             Boot::Disk { bus, format } => {
-                push(&["-drive", &drive(format, "disk")]);
-                match bus {
-                    Bus::Ide | Bus::Ahci => push(&["-device", "ide-hd,drive=boot,bootindex=1"]),
-                    Bus::VirtioBlk => push(&["-device", "virtio-blk-pci,drive=boot,bootindex=1"]),
-                    Bus::VirtioScsi => push(&[
-                        "-device",
-                        "virtio-scsi-pci,id=scsi",
-                        "-device",
-                        "scsi-hd,drive=boot,bus=scsi.0,bootindex=1",
-                    ]),
-                }
+                let mut args = vec!["-drive".to_string(), drive(format, "disk")];
+                args.extend(attach(*bus, false));
+                args
             }
             Boot::Cdrom { bus } => {
-                push(&["-drive", &drive("raw", "cdrom")]);
-                match bus {
-                    Bus::VirtioScsi => push(&[
-                        "-device",
-                        "virtio-scsi-pci,id=scsi",
-                        "-device",
-                        "scsi-cd,drive=boot,bus=scsi.0,bootindex=1",
-                    ]),
-                    Bus::Ide | Bus::Ahci => push(&["-device", "ide-cd,drive=boot,bootindex=1"]),
-                    Bus::VirtioBlk => unreachable!("no CD drive on virtio-blk (refused before)"),
-                }
+                let mut args = vec!["-drive".to_string(), drive("raw", "cdrom")];
+                args.extend(attach(*bus, true));
+                args
             }
-            Boot::Bios => push(&["-bios", &self.image.display().to_string()]),
+            Boot::Bios => vec!["-bios".into(), self.image.display().to_string()],
             Boot::Pflash => {
-                push(&["-drive", &format!("if=pflash,format=raw,readonly=on,file={file}")])
+                vec!["-drive".into(), format!("if=pflash,format=raw,readonly=on,file={file}")]
             }
-        }
+        };
+        args.extend(strings.into_iter().map(OsString::from));
         args.extend(self.extra.iter().cloned());
         args
     }
@@ -326,7 +435,7 @@ pub fn connect(name: &str, mut still_starting: impl FnMut() -> Result<()>) -> Re
 /// Where COM1 goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Console {
-    /// Captured for the caller to read ([`Vm::wait_for`]); input through [`Vm::serial_input`].
+    /// Captured for the caller to read ([`Vm::wait_for`]); input through [`Vm::type_serial`].
     Captured,
     /// This terminal: QEMU's output on our stdout and stderr (for `run`).
     Terminal,
@@ -338,7 +447,7 @@ pub struct Vm {
     /// COM1 output, when captured.
     serial: Arc<Captured>,
     stderr: Arc<Captured>,
-    /// COM1's input, until someone takes it.
+    /// COM1's input.
     stdin: Option<ChildStdin>,
     qmp: UnixStream,
     /// Everything QMP sent: replies and events (SHUTDOWN, ...).
@@ -514,9 +623,12 @@ impl Vm {
         &self.description
     }
 
-    /// Takes COM1's input (the serial console's keyboard): write bytes to it to type them.
-    pub fn serial_input(&mut self) -> Option<ChildStdin> {
-        self.stdin.take()
+    /// Types `bytes` on COM1 (the serial console's keyboard).
+    pub fn type_serial(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("COM1's input is closed")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
     }
 
     /// Everything COM1 has carried so far.

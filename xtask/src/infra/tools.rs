@@ -27,13 +27,27 @@ pub enum Tool {
     Qemu,
     /// `qemu-img`: converts the disk formats.
     QemuImg,
+    /// 7-Zip: an independent reader of VHD, VMDK, VDI and qcow2 (the tests).
+    SevenZip,
+    /// libyal's readers of VHD, VMDK and qcow2 (the tests).
+    Vhdiinfo,
+    Vmdkinfo,
+    Qcowinfo,
 }
+
+/// What `cargo xtask test` needs besides the toolchain.
+pub const FOR_TESTS: [Tool; 6] =
+    [Tool::Qemu, Tool::QemuImg, Tool::SevenZip, Tool::Vhdiinfo, Tool::Vmdkinfo, Tool::Qcowinfo];
 
 impl Tool {
     pub fn binary(self) -> &'static str {
         match self {
             Tool::Qemu => "qemu-system-x86_64",
             Tool::QemuImg => "qemu-img",
+            Tool::SevenZip => "7z",
+            Tool::Vhdiinfo => "vhdiinfo",
+            Tool::Vmdkinfo => "vmdkinfo",
+            Tool::Qcowinfo => "qcowinfo",
         }
     }
 
@@ -41,6 +55,10 @@ impl Tool {
         match self {
             Tool::Qemu => "it boots the VM",
             Tool::QemuImg => "it converts the disk formats (qcow2, vmdk, vdi, vhd)",
+            Tool::SevenZip => "the tests read every disk format with it",
+            Tool::Vhdiinfo | Tool::Vmdkinfo | Tool::Qcowinfo => {
+                "the tests read the disk formats with libyal's tools"
+            }
         }
     }
 
@@ -48,6 +66,10 @@ impl Tool {
         match self {
             Tool::Qemu => "qemu-system-x86",
             Tool::QemuImg => "qemu-utils",
+            Tool::SevenZip => "p7zip-full",
+            Tool::Vhdiinfo => "libvhdi-utils",
+            Tool::Vmdkinfo => "libvmdk-utils",
+            Tool::Qcowinfo => "libqcow-utils",
         }
     }
 
@@ -55,6 +77,10 @@ impl Tool {
         match self {
             Tool::Qemu => "qemu-system-x86",
             Tool::QemuImg => "qemu-img",
+            Tool::SevenZip => "p7zip-plugins",
+            Tool::Vhdiinfo => "libvhdi-tools",
+            Tool::Vmdkinfo => "libvmdk-tools",
+            Tool::Qcowinfo => "libqcow-tools",
         }
     }
 }
@@ -248,8 +274,7 @@ fn how_to_install(tools: &[Tool]) -> String {
     let fedora: Vec<_> = tools.iter().map(|t| t.fedora_package()).collect();
     format!(
         "Install it: `sudo apt-get install --no-install-recommends {}` (Debian/Ubuntu; see the \
-         README if apt reports held broken packages), `sudo dnf install {}` (Fedora), `brew \
-         install qemu` (macOS)",
+         README if apt reports held broken packages), `sudo dnf install {}` (Fedora)",
         debian.join(" "),
         fedora.join(" ")
     )

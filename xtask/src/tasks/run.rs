@@ -4,10 +4,10 @@
 //! `run` ends when the VM has powered itself off, and stops QEMU (exiting non-zero) only if it
 //! has not within [`GRACE`], or at a second Ctrl-C. SIGTERM and SIGHUP stop QEMU at once.
 
-use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -117,9 +117,13 @@ pub fn run(options: &RunOptions) -> Result<()> {
         }
         Err(error) => return Err(error),
     };
-    forward_keyboard(&mut vm);
+    let keyboard = read_keyboard();
     let mut pressed: Option<Instant> = None;
     loop {
+        while let Ok(keys) = keyboard.try_recv() {
+            // QEMU may be on its way out; its exit is reported below.
+            let _ = vm.type_serial(&keys);
+        }
         if let Some((status, _)) = vm.wait_exit(Duration::from_millis(50))? {
             println!();
             return match (status.success(), vm.guest_shut_down()) {
@@ -155,19 +159,19 @@ pub fn run(options: &RunOptions) -> Result<()> {
     }
 }
 
-/// Types what arrives on this terminal on the VM's COM1.
-fn forward_keyboard(vm: &mut Vm) {
-    if let Some(mut input) = vm.serial_input() {
-        std::thread::spawn(move || {
-            let mut stdin = std::io::stdin();
-            let mut chunk = [0u8; 256];
-            while let Ok(n @ 1..) = std::io::Read::read(&mut stdin, &mut chunk) {
-                if input.write_all(&chunk[..n]).and_then(|()| input.flush()).is_err() {
-                    break;
-                }
+/// Reads this terminal on a thread; the bytes are for the VM's COM1 (typed by the main loop).
+fn read_keyboard() -> mpsc::Receiver<Vec<u8>> {
+    let (keys, typed) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut chunk = [0u8; 256];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stdin, &mut chunk) {
+            if keys.send(chunk[..n].to_vec()).is_err() {
+                break;
             }
-        });
-    }
+        }
+    });
+    typed
 }
 
 /// The window's display backend, or none (this terminal), with a note when a display was set

@@ -11,7 +11,7 @@ use crate::infra::cargo;
 use crate::infra::files::{self, SCRATCH_ENV, Scratch};
 use crate::infra::process;
 use crate::infra::qemu::Accel;
-use crate::infra::tools::{self, Tool};
+use crate::infra::tools;
 
 /// Environment variable naming the directory of images built for the tests.
 pub const IMAGES_ENV: &str = "VM512_TEST_IMAGES";
@@ -24,7 +24,7 @@ pub const LLVM_ENV: &str = "VM512_LLVM_BIN";
 
 pub fn run() -> Result<()> {
     let (accel, why) = Accel::choose()?;
-    tools::require(&[Tool::Qemu, Tool::QemuImg])?;
+    tools::require(&tools::FOR_TESTS)?;
     let target = files::target_dir();
     let dir = target.join("test-images");
     let all = ImageOptions { formats: Format::ALL.to_vec(), ..ImageOptions::default() };

@@ -2,7 +2,6 @@
 //! and the checks a user would make (the exact line on COM1, an idle QEMU, QEMU's own shutdown
 //! event), each over many VMs started at once.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,9 +62,7 @@ pub fn rom_config(machine: &str) -> VmConfig {
 
 /// Types `bytes` on the VM's COM1.
 pub fn type_on_com1(vm: &mut Vm, bytes: &[u8]) {
-    let mut input = vm.serial_input().expect("COM1 input not taken yet");
-    input.write_all(bytes).unwrap();
-    input.flush().unwrap();
+    vm.type_serial(bytes).unwrap();
 }
 
 /// Starts every config at once and waits until each has printed `message`; checks that COM1
@@ -97,6 +94,11 @@ pub fn assert_all_print(configs: &[VmConfig], message: &str) {
 /// Checks over one shared window that each VM still runs, uses under IDLE_LIMIT of a core and
 /// has printed exactly `message`'s line and nothing more.
 pub fn assert_idle(vms: &mut [Vm], message: &str) {
+    assert_idle_with(vms, &line(message));
+}
+
+/// As [`assert_idle`], with COM1 carrying exactly `com1`.
+pub fn assert_idle_with(vms: &mut [Vm], com1: &str) {
     let shares = qemu::cpu_shares(vms, IDLE_WINDOW).unwrap();
     for (vm, share) in vms.iter().zip(shares) {
         assert!(
@@ -106,12 +108,7 @@ pub fn assert_idle(vms: &mut [Vm], message: &str) {
             share * 100.0,
             IDLE_LIMIT * 100.0
         );
-        assert_eq!(
-            String::from_utf8_lossy(&vm.serial_output()),
-            line(message),
-            "{}",
-            vm.description()
-        );
+        assert_eq!(String::from_utf8_lossy(&vm.serial_output()), com1, "{}", vm.description());
     }
 }
 
@@ -140,8 +137,14 @@ pub fn assert_all_idle_after(configs: &[VmConfig], poke: impl Fn(&mut Vm)) {
 /// reporting a guest-initiated shutdown (ACPI soft-off, not the host stopping QEMU).
 pub fn assert_all_power_off(configs: &[VmConfig], ask: impl Fn(&mut Vm)) {
     let mut vms = boot_all(configs, DEFAULT_MESSAGE);
+    assert_all_power_off_now(&mut vms, ask);
+}
+
+/// Asks each running VM to power off with `ask`; checks each QEMU exits by itself within
+/// POWER_OFF_LIMIT, successfully, with a guest-initiated SHUTDOWN on QMP.
+pub fn assert_all_power_off_now(vms: &mut [Vm], ask: impl Fn(&mut Vm)) {
     let mut failures = Vec::new();
-    for vm in &mut vms {
+    for vm in vms.iter_mut() {
         ask(vm);
         match vm.wait_exit(POWER_OFF_LIMIT).unwrap() {
             None => failures
@@ -187,6 +190,56 @@ pub fn scratch_image(scratch: &Scratch, name: &str, bytes: &[u8]) -> PathBuf {
     let path = scratch.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// The same set-up under TCG: the controller and platform matrices run there (fast to boot
+/// under software emulation, and the same everywhere).
+pub fn tcg(config: VmConfig) -> VmConfig {
+    VmConfig { accel: crate::infra::qemu::Accel::Tcg, ..config }
+}
+
+/// The VGA text screen: 80 x 25 cells at 0xB8000, a character byte and an attribute byte each.
+const VGA_TEXT: u32 = 0xB_8000;
+const VGA_COLUMNS: usize = 80;
+const VGA_ROWS: usize = 25;
+
+/// The text on the VM's VGA screen, read exactly from its memory (QMP `pmemsave` into
+/// `scratch`): one line per row, trailing blanks trimmed.
+pub fn screen(vm: &mut Vm, scratch: &Scratch) -> String {
+    let file = scratch.join(&format!("screen-{}.bin", vm.pid()));
+    let size = VGA_COLUMNS * VGA_ROWS * 2;
+    let name = file.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    vm.qmp_json(&format!(
+        r#"{{"execute": "pmemsave", "arguments": {{"val": {VGA_TEXT}, "size": {size}, "filename": "{name}"}}}}"#
+    ))
+    .unwrap();
+    let cells = std::fs::read(&file).unwrap();
+    cells
+        .chunks(VGA_COLUMNS * 2)
+        .map(|row| {
+            let text: String = row.iter().step_by(2).map(|&b| b as char).collect();
+            text.trim_end_matches([' ', '\0']).to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until a row of the screen reads exactly `text`.
+pub fn wait_for_screen(vm: &mut Vm, scratch: &Scratch, text: &str) {
+    let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let shown = screen(vm, scratch);
+        if shown.lines().any(|row| row == text) {
+            return;
+        }
+        vm.check_running().unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: no line {text:?} on the screen within {BOOT_TIMEOUT:?}; it shows:\n{shown}",
+            vm.description()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A raw disk image on IDE (`pc`): how a scratch boot sector boots.

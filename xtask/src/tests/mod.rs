@@ -3,4 +3,5 @@
 
 mod boot;
 mod harness;
+mod platforms;
 mod robustness;

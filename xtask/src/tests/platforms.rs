@@ -1,0 +1,362 @@
+//! What users' platforms do, as QEMU can build it: each platform's default VM (no COM1, other
+//! controllers, other graphics), hardware-reduced ACPI, and the disk files read by independent
+//! readers rather than qemu-img.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use super::harness::*;
+use crate::domain::artifacts;
+use crate::domain::formats::{Format, VHD_SIZE};
+use crate::domain::image::DEFAULT_MESSAGE;
+use crate::infra::qemu::{self, Boot, Bus, Serial, Vm, VmConfig};
+use crate::infra::tools::{self, Tool};
+
+/// How long a VM must still be running after its message: platforms' harnesses look for "up"
+/// some seconds after boot.
+const STAYS_UP: Duration = Duration::from_secs(10);
+
+/// A platform's default VM: its machine, controller, graphics, COM1 and extra devices.
+struct Platform {
+    name: &'static str,
+    machine: &'static str,
+    format: Format,
+    bus: Bus,
+    /// COM1 present (where the message must be too).
+    com1: bool,
+    /// COM1 to a log file rather than a console.
+    com1_to_file: bool,
+    vga: Option<&'static str>,
+    extra: &'static [&'static str],
+}
+
+const PLATFORMS: &[Platform] = &[
+    Platform {
+        name: "oVirt 4.5 (BIOS)",
+        machine: "q35",
+        format: Format::Qcow2,
+        bus: Bus::VirtioScsi,
+        com1: false,
+        com1_to_file: false,
+        vga: Some("std"),
+        extra: &["-device", "qemu-xhci", "-device", "usb-tablet", "-device", "virtio-balloon-pci"],
+    },
+    Platform {
+        name: "OpenStack Nova (libvirt)",
+        machine: "pc",
+        format: Format::Qcow2,
+        bus: Bus::VirtioBlk,
+        com1: true,
+        com1_to_file: true,
+        vga: None,
+        extra: &["-usb", "-device", "usb-tablet"],
+    },
+    Platform {
+        name: "KubeVirt",
+        machine: "q35",
+        format: Format::Qcow2,
+        bus: Bus::VirtioBlk,
+        com1: true,
+        com1_to_file: false,
+        vga: Some("std"),
+        extra: &[],
+    },
+    Platform {
+        name: "Proxmox VE",
+        machine: "pc",
+        format: Format::Qcow2,
+        bus: Bus::VirtioScsi,
+        com1: false,
+        com1_to_file: false,
+        vga: Some("std"),
+        extra: &[],
+    },
+    Platform {
+        name: "VirtualBox-like",
+        machine: "pc",
+        format: Format::Vdi,
+        bus: Bus::Ahci,
+        com1: false,
+        com1_to_file: false,
+        vga: None,
+        extra: &[],
+    },
+    Platform {
+        name: "VMware-like (LSI)",
+        machine: "pc",
+        format: Format::Vmdk,
+        bus: Bus::Lsi,
+        com1: false,
+        com1_to_file: false,
+        vga: Some("vmware"),
+        extra: &[],
+    },
+    Platform {
+        name: "VMware-like (PVSCSI)",
+        machine: "pc",
+        format: Format::Vmdk,
+        bus: Bus::Pvscsi,
+        com1: false,
+        com1_to_file: false,
+        vga: Some("vmware"),
+        extra: &[],
+    },
+    Platform {
+        name: "Hyper-V generation 1-like",
+        machine: "pc",
+        format: Format::Vhd,
+        bus: Bus::Ide,
+        com1: false,
+        com1_to_file: false,
+        vga: None,
+        extra: &[],
+    },
+];
+
+/// Each platform's default VM, all at once under TCG: the message on COM1 (console or log file)
+/// where there is one and on the screen always, still running 10 s later and idling all along,
+/// then off on the ACPI power button.
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn every_platforms_default_vm_says_so_stays_up_idles_and_powers_off() {
+    let scratch = scratch("platforms");
+    let configs: Vec<VmConfig> = PLATFORMS
+        .iter()
+        .map(|platform| {
+            let mut config = tcg(config(platform.format, platform.bus));
+            config.machine = platform.machine.into();
+            config.label = Some(platform.name.into());
+            config.vga = platform.vga.map(str::to_string);
+            config.extra = platform.extra.iter().map(Into::into).collect();
+            config.serial = match (platform.com1, platform.com1_to_file) {
+                (false, _) => Serial::None,
+                (true, false) => Serial::Stdio,
+                (true, true) => Serial::File(scratch.join(&format!("{}.log", platform.machine))),
+            };
+            config
+        })
+        .collect();
+    let mut vms = qemu::start_all(&configs).unwrap();
+    let line = line(DEFAULT_MESSAGE);
+    for ((platform, config), vm) in PLATFORMS.iter().zip(&configs).zip(&mut vms) {
+        wait_for_screen(vm, &scratch, DEFAULT_MESSAGE);
+        match &config.serial {
+            Serial::Stdio => {
+                vm.wait_for(line.as_bytes(), BOOT_TIMEOUT).unwrap();
+            }
+            Serial::File(log) => {
+                let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+                while std::fs::read(log).unwrap_or_default() != line.as_bytes() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{}: log {:?}",
+                        platform.name,
+                        std::fs::read(log)
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Serial::None => assert!(vm.serial_output().is_empty()),
+        }
+    }
+    // Still there, and idle, 10 s later: a VM without COM1 used to power itself off at once.
+    let shares = qemu::cpu_shares(&mut vms, STAYS_UP).unwrap();
+    for (vm, share) in vms.iter().zip(shares) {
+        assert!(
+            share < IDLE_LIMIT,
+            "{}: {:.1}% of a core while idle",
+            vm.description(),
+            share * 100.0
+        );
+    }
+    assert_all_power_off_now(&mut vms, |vm| vm.qmp("system_powerdown").unwrap());
+}
+
+/// No COM1 at all (`-serial none`): the boot sector and the ROM stay up. (With no UART the port
+/// reads 0xFF, which the VM took for a received byte, and powered off within 0.2 s.)
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn without_com1_the_vm_stays_up() {
+    let mut configs = vec![config(Format::Img, Bus::Ide), rom_config("pc"), rom_config("q35")];
+    for config in &mut configs {
+        config.serial = Serial::None;
+        *config = tcg(config.clone());
+    }
+    let mut vms = qemu::start_all(&configs).unwrap();
+    // The ROM shows nothing (no video BIOS): give both time to boot, then watch.
+    std::thread::sleep(Duration::from_secs(2));
+    qemu::cpu_shares(&mut vms, STAYS_UP).unwrap();
+    for vm in &vms {
+        assert!(!vm.qmp_log().contains("SHUTDOWN"), "{}: {}", vm.description(), vm.qmp_log());
+    }
+}
+
+/// QEMU `microvm` with SeaBIOS: hardware-reduced ACPI, whose FADT names no PM1a blocks (0).
+/// The VM prints and idles, and never touches an I/O port the firmware did not name:
+/// QEMU's memory-region trace shows no access to ports 0-3 (the DMA controller, where it used to
+/// write 0x100 and then poll).
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn hardware_reduced_acpi_touches_no_unnamed_port() {
+    const SEABIOS_MICROVM: &str = "/usr/share/seabios/bios-microvm.bin";
+    let firmware = Path::new(SEABIOS_MICROVM);
+    assert!(firmware.exists(), "{SEABIOS_MICROVM} (Debian package seabios) is missing");
+    let image = test_image("img").display().to_string().replace(',', ",,");
+    let mut config = tcg(VmConfig::new(firmware, Boot::Bios, "microvm"));
+    config.label = Some("microvm".into());
+    config.extra = [
+        "-drive",
+        &format!("file={image},format=raw,if=none,id=boot,snapshot=on"),
+        "-device",
+        "virtio-blk-device,drive=boot",
+        "-trace",
+        "memory_region_ops_read",
+        "-trace",
+        "memory_region_ops_write",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    let mut vm = Vm::start(&config).unwrap();
+    vm.wait_for(line(DEFAULT_MESSAGE).as_bytes(), BOOT_TIMEOUT).unwrap();
+    // (No timer tick reaches the CPU under SeaBIOS on microvm: the idle loop sleeps until an
+    // interrupt that does not come, so it does not echo there.)
+    let share = qemu::cpu_shares(std::slice::from_mut(&mut vm), Duration::from_secs(2)).unwrap()[0];
+    assert!(share < IDLE_LIMIT, "{:.1}% of a core while idle", share * 100.0);
+    let trace = vm.stderr_note();
+    let unnamed: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("name 'io'"))
+        .filter(|l| {
+            ["addr 0x0 ", "addr 0x1 ", "addr 0x2 ", "addr 0x3 "].iter().any(|a| l.contains(a))
+        })
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "accesses to ports the firmware did not name:\n{}",
+        unnamed.join("\n")
+    );
+    assert!(trace.contains("memory_region_ops"), "the trace is empty: is tracing built in?");
+}
+
+/// Runs a reader; returns its standard output.
+fn read_with(tool: Tool, args: &[&str], file: &Path) -> String {
+    let out = Command::new(tools::path(tool).unwrap()).args(args).arg(file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} {args:?} {}: {text}{}",
+        tool.binary(),
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// 7-Zip and libyal's readers open every disk format: each reports the virtual size and yields
+/// the boot sector as the disk's first 512 bytes.
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn independent_readers_open_every_disk_format() {
+    let raw = std::fs::read(test_image("raw")).unwrap();
+    let scratch = scratch("readers");
+    for format in [Format::Qcow2, Format::Vmdk, Format::Vdi, Format::Vhd] {
+        let file = test_image(format.extension());
+        let size = format.virtual_size().unwrap();
+        let out = scratch.join(format.name());
+        read_with(Tool::SevenZip, &["x", "-y", &format!("-o{}", out.display())], &file);
+        let extracted: Vec<_> =
+            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(extracted.len(), 1, "{}: 7z extracted {extracted:?}", format.name());
+        let disk = std::fs::read(&extracted[0]).unwrap();
+        assert_eq!(disk.len() as u64, size, "{}: 7z's disk size", format.name());
+        assert!(
+            disk[..512] == raw[..],
+            "{}: 7z's first sector is not the boot sector",
+            format.name()
+        );
+        let libyal = match format {
+            Format::Qcow2 => Some(Tool::Qcowinfo),
+            Format::Vmdk => Some(Tool::Vmdkinfo),
+            Format::Vhd => Some(Tool::Vhdiinfo),
+            _ => None, // libyal has no VDI reader packaged in Debian
+        };
+        if let Some(tool) = libyal {
+            let info = read_with(tool, &[], &file);
+            assert!(info.contains(&format!("({size} bytes)")), "{}: {info}", tool.binary());
+        }
+    }
+}
+
+/// The VHD's footer geometry describes its current size exactly (the VHD specification's CHS
+/// algorithm), so readers that size a disk by geometry agree with the ones that read the size.
+/// (It used to say 65535/16/255: 127 GiB to those readers.)
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn the_vhd_geometry_and_size_agree() {
+    let vhd = std::fs::read(test_image("vhd")).unwrap();
+    let footer = &vhd[vhd.len() - 512..];
+    assert_eq!(&footer[..8], b"conectix");
+    let current = u64::from_be_bytes(footer[48..56].try_into().unwrap());
+    let (cylinders, heads, sectors) =
+        (u16::from_be_bytes([footer[56], footer[57]]) as u64, footer[58] as u64, footer[59] as u64);
+    assert_eq!(current, VHD_SIZE);
+    assert_eq!((cylinders, heads, sectors), vhd_geometry(current / 512), "the specification's CHS");
+    assert_eq!(cylinders * heads * sectors * 512, current, "geometry and size disagree");
+}
+
+/// The VHD specification's CHS algorithm (appendix "CHS calculation").
+fn vhd_geometry(total: u64) -> (u64, u64, u64) {
+    let total = total.min(65535 * 16 * 255);
+    let (mut sectors, mut heads, mut cylinder_heads);
+    if total >= 65535 * 16 * 63 {
+        sectors = 255;
+        heads = 16;
+        cylinder_heads = total / sectors;
+    } else {
+        sectors = 17;
+        cylinder_heads = total / sectors;
+        heads = cylinder_heads.div_ceil(1024);
+        if heads < 4 {
+            heads = 4;
+        }
+        if cylinder_heads >= heads * 1024 || heads > 16 {
+            sectors = 31;
+            heads = 16;
+            cylinder_heads = total / sectors;
+        }
+        if cylinder_heads >= heads * 1024 {
+            sectors = 63;
+            heads = 16;
+            cylinder_heads = total / sectors;
+        }
+    }
+    (cylinder_heads / heads, heads, sectors)
+}
+
+/// The VMDK's embedded descriptor names the file itself, so readers that follow the extent
+/// name find the data. (It used to name the build's temporary file.)
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn the_vmdk_descriptor_names_the_file_itself() {
+    let file = test_image("vmdk");
+    let bytes = std::fs::read(&file).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let name = artifacts::artifact_path(Path::new(""), "vmdk").display().to_string();
+    assert!(
+        text.contains(&format!("RW 2048 SPARSE \"{name}\"")),
+        "descriptor: {}",
+        &text[512..1024.min(text.len())]
+    );
+    let info = read_with(Tool::Vmdkinfo, &[], &file);
+    assert!(info.contains(&format!("Filename:\t\t\t{name}")), "{info}");
+}
+
+#[test]
+fn the_vhd_geometry_algorithm_matches_the_specification_examples() {
+    assert_eq!(vhd_geometry(2040), (30, 4, 17));
+    // 2048 sectors have no exact geometry: 30/4/17 is 2040.
+    assert_eq!(vhd_geometry(2048), (30, 4, 17));
+    assert_eq!(vhd_geometry(65535 * 16 * 255), (65535, 16, 255));
+}
