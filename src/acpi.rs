@@ -102,10 +102,12 @@ mod fadt {
 pub fn find_pm() -> Pm {
     let Some(rsdp) = find_rsdp() else { return NO_PM };
     // RSDP+16: the RSDT's address (32-bit entries). An ACPI 2.0+ RSDP may leave it 0 and give
-    // only the XSDT at RSDP+24 (64-bit entries, of which we read the low half).
-    let (sdt, entry_size) = match read32(rsdp + 16) {
-        0 => (read32(rsdp + 24), 8),
-        rsdt => (rsdt, 4),
+    // only the XSDT at RSDP+24 (64-bit entries). Both are walked 4 bytes at a time: an XSDT
+    // entry's high half is 0 for every table below 4 GiB (the only ones a 32-bit pointer
+    // reaches), and what address 0 holds (the interrupt vector table) is no "FACP" (10 bytes).
+    let sdt = match read32(rsdp + 16) {
+        0 => read32(rsdp + 24),
+        rsdt => rsdt,
     };
     let end = sdt + read32(sdt + fadt::LENGTH); // entries from +36
     let mut entry = sdt + 36;
@@ -124,7 +126,7 @@ pub fn find_pm() -> Pm {
             // itself off; it prints, echoes and idles.
             return NO_PM;
         }
-        entry += entry_size;
+        entry += 4;
     }
     NO_PM
 }
