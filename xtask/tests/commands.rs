@@ -325,14 +325,15 @@ fn has_message(dir: &Path, message: &str) -> bool {
     raw.windows(line.len()).any(|w| w == line.as_bytes())
 }
 
-/// `image -m Hi` after `image --format all` leaves one set: raw with "Hi" and nothing else.
+/// `image -m Hi` after `image --format all` (nine files) leaves one set: raw with "Hi" and
+/// nothing else.
 #[test]
 #[ignore = "boot test: run with `cargo xtask test`"]
 fn each_image_build_replaces_the_whole_set() {
     let scratch = Scratch::new("image-set");
     let (status, _, stderr) = finish(xtask(&scratch, &["image", "--format", "all"]));
     assert!(status.success(), "{stderr}");
-    assert_eq!(verified_set(&scratch.images()).len(), 8);
+    assert_eq!(verified_set(&scratch.images()).len(), 9);
     let (status, stdout, stderr) = finish(xtask(&scratch, &["image", "-m", "Hi"]));
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("exactly these files"), "{stdout}");
@@ -391,7 +392,7 @@ fn concurrent_builds_do_not_mix_their_files() {
     }
     let set = verified_set(&scratch.images());
     match set.len() {
-        8 => assert!(has_message(&scratch.images(), "First")),
+        9 => assert!(has_message(&scratch.images(), "First")),
         3 => assert!(has_message(&scratch.images(), "Second")),
         _ => panic!("a mixed set: {set:?}"),
     }

@@ -8,10 +8,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use sha2::Digest;
 
 use crate::domain::formats::{self, DISK_SIZE, Format};
 use crate::domain::image::{self, Image, SECTOR_SIZE, thousands};
-use crate::domain::iso;
+use crate::domain::{container_disk, iso, reproducible};
 use crate::infra::cargo;
 use crate::infra::files::{self, Scratch};
 use crate::infra::tools::{self, Tool};
@@ -59,7 +60,8 @@ pub struct Built {
 pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     // Refuse bad input and missing tools before spending time on the build.
     image::validate_message(&options.message)?;
-    let qemu_img = match options.formats.iter().any(|f| f.qemu_img_args().is_some()) {
+    let needs_qemu_img = |f: &Format| f.qemu_img_args().is_some() || *f == Format::ContainerDisk;
+    let qemu_img = match options.formats.iter().any(needs_qemu_img) {
         true => {
             tools::require(&[Tool::QemuImg])?;
             Some(tools::path(Tool::QemuImg)?)
@@ -78,8 +80,11 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     let _lock = files::lock(parent)?;
     remove_stale_staging(parent, &name);
     let staging = Scratch::at(parent.join(format!(".{name}.staging-{}", std::process::id())))?;
+    let epoch = reproducible::source_date_epoch()?;
     let write_set = || -> Result<Vec<(Format, PathBuf)>> {
         let mut artifacts = Vec::new();
+        // The qcow2's bytes, for the containerDisk (built into staging if not asked for).
+        let mut qcow2: Option<Vec<u8>> = None;
         for &format in &options.formats {
             let file = format!("{ARTIFACT_STEM}.{}", format.extension());
             let path = staging.join(&file);
@@ -88,14 +93,28 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
                 Format::Img => write(&path, &padded_disk(&sector.bytes, DISK_SIZE))?,
                 Format::Iso => write(&path, &iso::build(&sector.bytes))?,
                 Format::Rom => write(&path, &rom.bytes)?,
+                Format::ContainerDisk => {
+                    let disk = match qcow2.take() {
+                        Some(bytes) => bytes,
+                        None => {
+                            let qemu_img = qemu_img.as_deref().expect("checked above");
+                            let temporary = staging.join("disk.qcow2");
+                            convert(qemu_img, Format::Qcow2, &sector, &temporary, epoch)?;
+                            let bytes = fs::read(&temporary)?;
+                            fs::remove_file(&temporary)?;
+                            bytes
+                        }
+                    };
+                    let name = format!("{ARTIFACT_STEM}.{}", Format::Qcow2.extension());
+                    let archive = container_disk::build(&disk, &name, epoch.unwrap_or(0))?;
+                    write(&path, &archive)?;
+                }
                 _ => {
                     let qemu_img = qemu_img.as_deref().expect("checked above");
-                    // qemu-img reads a file: the padded disk, in the staging directory.
-                    let input = staging.join("disk.raw");
-                    let size = format.virtual_size().expect("a disk format");
-                    write(&input, &padded_disk(&sector.bytes, size))?;
-                    formats::convert(qemu_img, format, &input, &path)?;
-                    fs::remove_file(&input)?;
+                    convert(qemu_img, format, &sector, &path, epoch)?;
+                    if format == Format::Qcow2 {
+                        qcow2 = Some(fs::read(&path)?);
+                    }
                 }
             }
             artifacts.push((format, dir.join(file)));
@@ -110,6 +129,29 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     })?;
     files::replace_dir(staging.path(), dir)?;
     Ok(Built { sector, artifacts, dir: dir.to_path_buf() })
+}
+
+/// Converts the boot sector, padded to `format`'s virtual size, with qemu-img into `path`, and
+/// makes the result reproducible (identifiers from the content, timestamps from `epoch`).
+fn convert(
+    qemu_img: &Path,
+    format: Format,
+    sector: &Image,
+    path: &Path,
+    epoch: Option<u64>,
+) -> Result<()> {
+    // qemu-img reads a file: the padded disk, beside the output, removed after.
+    let input = path.with_extension("input.raw");
+    let size = format.virtual_size().expect("a disk format");
+    let disk = padded_disk(&sector.bytes, size);
+    write(&input, &disk)?;
+    let converted = formats::convert(qemu_img, format, &input, path);
+    fs::remove_file(&input)?;
+    converted?;
+    let mut bytes = fs::read(path)?;
+    let seed: [u8; 32] = sha2::Sha256::digest(&disk).into();
+    reproducible::settle(format, &mut bytes, &seed, epoch)?;
+    write(path, &bytes)
 }
 
 /// Staging directories that a killed build left (the lock is held: no build is using them).
@@ -168,18 +210,17 @@ impl Built {
             String::from_utf8_lossy(s.message()),
             s.free_bytes(),
         );
-        out += &format!(
-            "{:<24} {:>11}  {:>15}  bit for bit\n",
-            "artifact", "bytes", "original bundle"
-        );
+        out += &format!("{:<32} {:>11}  {:>15}\n", "artifact", "bytes", "original bundle");
         for (format, path) in &self.artifacts {
             let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             let original = format.original_size().map_or("-".to_string(), thousands);
             let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let reproducible = if format.embeds_random_ids() { "no (random IDs)" } else { "yes" };
-            out += &format!("{name:<24} {:>11}  {original:>15}  {reproducible}\n", thousands(size));
+            out += &format!("{name:<32} {:>11}  {original:>15}\n", thousands(size));
         }
-        out += &format!("in {} (with {CHECKSUMS}: exactly these files)\n", self.dir.display());
+        out += &format!(
+            "in {} (with {CHECKSUMS}: exactly these files; every one rebuilds bit for bit)\n",
+            self.dir.display()
+        );
         out
     }
 }

@@ -38,11 +38,13 @@ pub enum Format {
     Iso,
     /// The firmware image: 64 KiB started at the x86 reset vector (`-bios`, pflash).
     Rom,
+    /// A KubeVirt containerDisk: an OCI image archive holding the qcow2.
+    ContainerDisk,
 }
 
 impl Format {
     /// Every format, in the order `all` builds them.
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 9] = [
         Format::Raw,
         Format::Img,
         Format::Qcow2,
@@ -51,6 +53,7 @@ impl Format {
         Format::Vhd,
         Format::Iso,
         Format::Rom,
+        Format::ContainerDisk,
     ];
 
     /// The name on the command line, and the file extension.
@@ -64,6 +67,7 @@ impl Format {
             Format::Vhd => "vhd",
             Format::Iso => "iso",
             Format::Rom => "rom",
+            Format::ContainerDisk => "containerdisk",
         }
     }
 
@@ -78,11 +82,15 @@ impl Format {
             Format::Vhd => "dynamic VHD, 2040 sectors (Hyper-V, VirtualBox)",
             Format::Iso => "ISO 9660 CD with an El Torito boot entry",
             Format::Rom => "64 KiB firmware started at the reset vector",
+            Format::ContainerDisk => "KubeVirt containerDisk: OCI archive of the qcow2",
         }
     }
 
     pub fn extension(self) -> &'static str {
-        self.name()
+        match self {
+            Format::ContainerDisk => "containerdisk.tar",
+            _ => self.name(),
+        }
     }
 
     /// `qemu-img convert -O ...` arguments for the formats qemu-img makes. The variants are the
@@ -101,7 +109,9 @@ impl Format {
             // qemu-img's CHS geometry describes exactly (no force_size, whose 65535/16/255 makes
             // geometry readers see 127 GiB).
             Format::Vhd => &["-O", "vpc", "-o", "subformat=dynamic"],
-            Format::Raw | Format::Img | Format::Iso | Format::Rom => return None,
+            Format::Raw | Format::Img | Format::Iso | Format::Rom | Format::ContainerDisk => {
+                return None;
+            }
         })
     }
 
@@ -115,6 +125,7 @@ impl Format {
             Format::Vhd => "vpc",
             Format::Iso => return Boot::Cdrom { bus },
             Format::Rom => return Boot::Bios,
+            Format::ContainerDisk => unreachable!("a containerDisk is no disk (refused before)"),
         };
         Boot::Disk { bus, format }
     }
@@ -125,7 +136,7 @@ impl Format {
             Format::Raw => Some(512),
             Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi => Some(DISK_SIZE),
             Format::Vhd => Some(VHD_SIZE),
-            Format::Iso | Format::Rom => None,
+            Format::Iso | Format::Rom | Format::ContainerDisk => None,
         }
     }
 
@@ -138,7 +149,7 @@ impl Format {
             Format::Raw => &[Bus::Ide, Bus::Floppy],
             Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi | Format::Vhd => &Bus::ALL,
             Format::Iso => &Bus::CD_DRIVES,
-            Format::Rom => &[],
+            Format::Rom | Format::ContainerDisk => &[],
         }
     }
 
@@ -160,14 +171,8 @@ impl Format {
             Format::Vdi => 1_049_600,
             Format::Vhd => 2_100_224,
             Format::Iso => 1_835_008,
-            Format::Img | Format::Rom => return None,
+            Format::Img | Format::Rom | Format::ContainerDisk => return None,
         })
-    }
-
-    /// Whether the file embeds random identifiers (UUIDs, content IDs, timestamps) by design, so
-    /// that two builds differ. The others rebuild bit for bit.
-    pub fn embeds_random_ids(self) -> bool {
-        matches!(self, Format::Vmdk | Format::Vdi | Format::Vhd)
     }
 
     pub fn parse(name: &str) -> Result<Format> {
@@ -218,7 +223,7 @@ pub fn convert(qemu_img: &Path, format: Format, input: &Path, output: &Path) -> 
     Ok(())
 }
 
-/// "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, or all".
+/// "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, containerdisk, or all".
 pub fn valid_list() -> String {
     let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
     format!("{}, or all", names.join(", "))
@@ -243,7 +248,10 @@ mod tests {
     fn unknown_formats_are_refused_with_the_valid_list() {
         let error = Format::parse_list("raw,vhdx").unwrap_err().to_string();
         assert!(error.contains("unknown format `vhdx`"), "{error}");
-        assert!(error.contains("raw, img, qcow2, vmdk, vdi, vhd, iso, rom, or all"), "{error}");
+        assert!(
+            error.contains("raw, img, qcow2, vmdk, vdi, vhd, iso, rom, containerdisk, or all"),
+            "{error}"
+        );
         assert!(Format::parse_list("raw,,iso").is_err());
         assert!(Format::parse_list("").is_err());
     }

@@ -1,8 +1,10 @@
 //! The images and their formats: what is built, independent of how it is run.
 
 pub mod artifacts;
+pub mod container_disk;
 pub mod elf;
 pub mod formats;
 pub mod image;
 pub mod instructions;
 pub mod iso;
+pub mod reproducible;

@@ -33,11 +33,20 @@ pub enum Tool {
     Vhdiinfo,
     Vmdkinfo,
     Qcowinfo,
+    /// skopeo: reads the containerDisk as a registry client would (the tests).
+    Skopeo,
 }
 
 /// What `cargo xtask test` needs besides the toolchain.
-pub const FOR_TESTS: [Tool; 6] =
-    [Tool::Qemu, Tool::QemuImg, Tool::SevenZip, Tool::Vhdiinfo, Tool::Vmdkinfo, Tool::Qcowinfo];
+pub const FOR_TESTS: [Tool; 7] = [
+    Tool::Qemu,
+    Tool::QemuImg,
+    Tool::SevenZip,
+    Tool::Vhdiinfo,
+    Tool::Vmdkinfo,
+    Tool::Qcowinfo,
+    Tool::Skopeo,
+];
 
 impl Tool {
     pub fn binary(self) -> &'static str {
@@ -48,6 +57,7 @@ impl Tool {
             Tool::Vhdiinfo => "vhdiinfo",
             Tool::Vmdkinfo => "vmdkinfo",
             Tool::Qcowinfo => "qcowinfo",
+            Tool::Skopeo => "skopeo",
         }
     }
 
@@ -59,6 +69,7 @@ impl Tool {
             Tool::Vhdiinfo | Tool::Vmdkinfo | Tool::Qcowinfo => {
                 "the tests read the disk formats with libyal's tools"
             }
+            Tool::Skopeo => "the tests read the containerDisk with it",
         }
     }
 
@@ -70,6 +81,7 @@ impl Tool {
             Tool::Vhdiinfo => "libvhdi-utils",
             Tool::Vmdkinfo => "libvmdk-utils",
             Tool::Qcowinfo => "libqcow-utils",
+            Tool::Skopeo => "skopeo",
         }
     }
 
@@ -81,6 +93,7 @@ impl Tool {
             Tool::Vhdiinfo => "libvhdi-tools",
             Tool::Vmdkinfo => "libvmdk-tools",
             Tool::Qcowinfo => "libqcow-tools",
+            Tool::Skopeo => "skopeo",
         }
     }
 }

@@ -34,6 +34,12 @@ impl RunOptions {
     /// The bus to boot from, or an error with the fix when this format cannot boot from it.
     pub fn bus(&self) -> Result<Bus> {
         let format = self.format;
+        if format == Format::ContainerDisk {
+            bail!(
+                "containerdisk is a container image for KubeVirt, not a disk QEMU boots: run \
+                 --format qcow2, the disk inside it"
+            );
+        }
         let Some(bus) = self.bus else { return Ok(Bus::Ide) };
         if format.buses().contains(&bus) {
             return Ok(bus);
@@ -256,6 +262,7 @@ mod tests {
         let error = bus_for(Format::Rom, Some(Bus::VirtioScsi)).unwrap_err();
         assert!(error.contains("rom is firmware"), "{error}");
         assert_eq!(bus_for(Format::Iso, Some(Bus::Ahci)), Ok(Bus::Ahci));
+        assert!(bus_for(Format::ContainerDisk, None).unwrap_err().contains("--format qcow2"));
     }
 
     #[test]

@@ -360,3 +360,61 @@ fn the_vhd_geometry_algorithm_matches_the_specification_examples() {
     assert_eq!(vhd_geometry(2048), (30, 4, 17));
     assert_eq!(vhd_geometry(65535 * 16 * 255), (65535, 16, 255));
 }
+
+/// The KubeVirt containerDisk: skopeo (a registry client's view) accepts the OCI archive and
+/// reports its one layer for linux/amd64; the layer, extracted with `tar`, holds exactly
+/// `disk/512-byte-vm.qcow2`, owned 107:107, mode 0440, the same bytes as the qcow2 artifact,
+/// which boots.
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn skopeo_accepts_the_container_disk_and_its_disk_boots() {
+    let archive = test_image("containerdisk.tar");
+    let inspect = read_with(
+        Tool::Skopeo,
+        &["inspect"],
+        Path::new(&format!("oci-archive:{}", archive.display())),
+    );
+    assert!(
+        inspect.contains(r#""Architecture": "amd64""#) && inspect.contains(r#""Os": "linux""#),
+        "{inspect}"
+    );
+    let layers = inspect
+        .split(r#""Layers": ["#)
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or("");
+    assert_eq!(layers.matches("sha256:").count(), 1, "one layer: {inspect}");
+    let digest = layers.trim().trim_matches('"').trim_start_matches("sha256:").to_string();
+
+    let scratch = scratch("container-disk");
+    let tar = |args: &[&str]| {
+        let out = Command::new("tar").args(args).output().unwrap();
+        assert!(out.status.success(), "tar {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let oci = scratch.join("oci");
+    std::fs::create_dir_all(&oci).unwrap();
+    tar(&["-xf", &archive.display().to_string(), "-C", &oci.display().to_string()]);
+    let layer = oci.join("blobs/sha256").join(&digest);
+    let listing = tar(&["-tvf", &layer.display().to_string(), "--numeric-owner"]);
+    let files: Vec<&str> = listing.lines().filter(|l| !l.starts_with('d')).collect();
+    assert_eq!(files.len(), 1, "exactly one file: {listing}");
+    assert!(
+        files[0].starts_with("-r--r----- 107/107") && files[0].ends_with(" disk/512-byte-vm.qcow2"),
+        "{listing}"
+    );
+    let out = scratch.join("layer");
+    std::fs::create_dir_all(&out).unwrap();
+    tar(&["-xf", &layer.display().to_string(), "-C", &out.display().to_string()]);
+    let disk = out.join("disk/512-byte-vm.qcow2");
+    assert!(
+        std::fs::read(&disk).unwrap() == std::fs::read(test_image("qcow2")).unwrap(),
+        "not the qcow2 artifact"
+    );
+    let config = tcg(VmConfig {
+        label: Some("containerDisk".into()),
+        ..Format::Qcow2.vm_config(&disk, Bus::VirtioBlk)
+    });
+    // The extracted file is read-only (0440): QEMU's snapshot overlay keeps it so.
+    assert_boots_and_idles(&config, DEFAULT_MESSAGE);
+}
