@@ -254,6 +254,27 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
+/// Context switches of process `pid`, all its threads, voluntary and not: each is a wake-up of
+/// one of its threads (from `/proc/PID/task/*/status`).
+pub fn context_switches(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("reading /proc/{pid}/task (is this Linux?)"))?;
+    for task in tasks.flatten() {
+        // A thread may end between the listing and the read: it no longer counts.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        total += status
+            .lines()
+            .filter(|line| {
+                line.starts_with("voluntary_ctxt_switches:")
+                    || line.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
 /// Resident memory of a process, from `/proc/PID/status` (VmRSS, in KiB).
 pub fn resident_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -289,6 +310,19 @@ mod tests {
             after = cpu_time(std::process::id()).unwrap();
         }
         assert!(after - before >= Duration::from_millis(100), "{before:?} -> {after:?}");
+    }
+
+    #[test]
+    fn context_switches_count_a_sleeping_child_s_wakeups() {
+        let guarded = spawn(
+            Command::new("sh")
+                .args(["-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.01; done; sleep 60"]),
+        )
+        .unwrap();
+        let first = context_switches(guarded.id()).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let later = context_switches(guarded.id()).unwrap();
+        assert!(later >= first + 10, "{first} -> {later}: each sleep is a wake-up");
     }
 
     #[test]

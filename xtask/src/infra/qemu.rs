@@ -693,6 +693,37 @@ pub fn wait_all_for(vms: &mut [Vm], needle: &[u8], timeout: Duration) -> Result<
     Ok(last)
 }
 
+/// What an idle VM costs its host over a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IdleCost {
+    /// CPU time as a share of one core.
+    pub cpu: f64,
+    /// Wake-ups per second: context switches of all QEMU's threads.
+    pub wakeups: f64,
+}
+
+/// CPU use and wake-ups of each VM over one shared `window`. Fails if a QEMU exits meanwhile.
+pub fn idle_costs(vms: &mut [Vm], window: Duration) -> Result<Vec<IdleCost>> {
+    let sample = |vm: &Vm| -> Result<(Duration, u64)> {
+        Ok((vm.cpu_time()?, process::context_switches(vm.pid())?))
+    };
+    let before: Vec<_> = vms.iter().map(sample).collect::<Result<_>>()?;
+    let start = Instant::now();
+    thread::sleep(window);
+    let elapsed = start.elapsed().as_secs_f64();
+    vms.iter_mut()
+        .zip(before)
+        .map(|(vm, (cpu, switches))| {
+            vm.check_running()?;
+            let (cpu_after, switches_after) = sample(vm)?;
+            Ok(IdleCost {
+                cpu: (cpu_after - cpu).as_secs_f64() / elapsed,
+                wakeups: switches_after.saturating_sub(switches) as f64 / elapsed,
+            })
+        })
+        .collect()
+}
+
 /// CPU use of each VM over one shared `window`, as shares of one core. Fails if a QEMU exits
 /// meanwhile: an idle VM keeps running.
 pub fn cpu_shares(vms: &mut [Vm], window: Duration) -> Result<Vec<f64>> {
