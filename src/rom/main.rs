@@ -22,10 +22,8 @@
 mod chipset;
 mod keyboard;
 mod lapic;
-mod pic;
-mod pit;
 
-use vm512::{idle, message, serial};
+use vm512::{idle, message, pic, pit, serial};
 
 core::arch::global_asm!(include_str!("../asm/rom.s"));
 
