@@ -145,6 +145,11 @@ pub fn assert_all_power_off(configs: &[VmConfig], ask: impl Fn(&mut Vm)) {
 pub fn assert_all_power_off_now(vms: &mut [Vm], ask: impl Fn(&mut Vm)) {
     let mut failures = Vec::new();
     for vm in vms.iter_mut() {
+        // A VM that is gone before it is asked fails with what QEMU and QMP said.
+        if let Err(error) = vm.check_running() {
+            failures.push(format!("{error:#} (before it was asked); QMP: {}", vm.qmp_log()));
+            continue;
+        }
         ask(vm);
         match vm.wait_exit(POWER_OFF_LIMIT).unwrap() {
             None => failures
