@@ -407,10 +407,19 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|window| window == needle)
 }
 
-/// A fresh Linux abstract socket name, unique to this process: no file, nothing to clean up.
+/// A fresh Linux abstract socket name: no file, nothing to clean up. Unique on the machine: the
+/// process id (pids wrap at 32768 here, and a killed QEMU may hold its name a moment after its
+/// parent is gone), the time this process first asked, and a counter.
 pub fn socket_name(kind: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("vm512-{kind}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    static BORN: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let born = BORN.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("vm512-{kind}-{}-{born:x}-{n}", std::process::id())
 }
 
 /// Connects to the abstract socket `name` that a starting QEMU creates, retrying for up to 30 s;
@@ -504,8 +513,20 @@ impl Vm {
     /// Sends one QMP command, written as JSON, and waits up to 10 s for its reply.
     pub fn qmp_json(&mut self, json: &str) -> Result<()> {
         let seen = self.qmp_log.bytes.lock().unwrap().len();
-        self.qmp.write_all(json.as_bytes())?;
-        self.qmp.write_all(b"\n")?;
+        let sent = self.qmp.write_all(json.as_bytes()).and_then(|()| self.qmp.write_all(b"\n"));
+        if let Err(error) = sent {
+            thread::sleep(Duration::from_millis(50));
+            let state = match self.process.try_wait()? {
+                Some(status) => format!("QEMU exited ({status})"),
+                None => "QEMU still runs".to_string(),
+            };
+            bail!(
+                "{}: sending QMP {json}: {error} ({state}); QMP said: {}{}",
+                self.description,
+                self.qmp_log().trim(),
+                self.stderr_note()
+            );
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         // What QMP said since the command: its reply, perhaps after some events.
         let reply = |log: &Captured| -> Option<Result<()>> {
