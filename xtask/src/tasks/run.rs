@@ -4,6 +4,7 @@
 //! `run` ends when the VM has powered itself off, and stops QEMU (exiting non-zero) only if it
 //! has not within [`GRACE`], or at a second Ctrl-C. SIGTERM and SIGHUP stop QEMU at once.
 
+use std::io::IsTerminal;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -109,10 +110,13 @@ pub fn run(options: &RunOptions) -> Result<()> {
     }
     println!(
         "To stop: Ctrl-C presses the ACPI power button (graceful shutdown; twice stops QEMU), \
-         or type a key and Enter (a key on the console also powers the VM off)."
+         or Ctrl-D at the start of a line powers the VM off. Lines you type go to COM1, and the \
+         VM echoes them back."
     );
     println!("----");
 
+    // Before QEMU starts: it makes the terminal non-blocking.
+    let _terminal = TerminalMode::save();
     process::count_interrupts();
     let mut vm = match Vm::start_with(&config, Console::Terminal) {
         Ok(vm) => vm,
@@ -165,20 +169,61 @@ pub fn run(options: &RunOptions) -> Result<()> {
     }
 }
 
-/// Reads this terminal on a thread; the bytes are for the VM's COM1 (typed by the main loop).
+/// Reads this terminal on a thread; the bytes are for the VM's COM1 (typed by the main loop). A
+/// terminal in line mode turns Ctrl-D into an end of input rather than a byte: that end is sent
+/// on as the byte (0x04), which powers the VM off. (Stdin that is no terminal, such as
+/// /dev/null, just ends.)
 fn read_keyboard() -> mpsc::Receiver<Vec<u8>> {
     let (keys, typed) = mpsc::channel();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin();
+        let terminal = stdin.is_terminal();
         let mut chunk = [0u8; 256];
-        while let Ok(n @ 1..) = std::io::Read::read(&mut stdin, &mut chunk) {
-            if keys.send(chunk[..n].to_vec()).is_err() {
+        loop {
+            let bytes = match std::io::Read::read(&mut stdin, &mut chunk) {
+                Ok(0) if terminal => vec![CTRL_D],
+                Ok(n @ 1..) => chunk[..n].to_vec(),
+                // QEMU makes its stdout non-blocking, and on a terminal that is our stdin too
+                // (one open terminal): nothing typed yet.
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                _ => break,
+            };
+            if keys.send(bytes).is_err() {
                 break;
             }
         }
     });
     typed
 }
+
+/// The terminal's file status flags, put back when `run` ends: QEMU leaves the terminal it shares
+/// with us non-blocking, which would break the shell's next read.
+struct TerminalMode {
+    flags: Option<i32>,
+}
+
+impl TerminalMode {
+    fn save() -> TerminalMode {
+        // SAFETY: F_GETFL on our standard input only reads its flags.
+        let flags = unsafe { libc::fcntl(0, libc::F_GETFL) };
+        TerminalMode { flags: (flags >= 0).then_some(flags) }
+    }
+}
+
+impl Drop for TerminalMode {
+    fn drop(&mut self) {
+        if let Some(flags) = self.flags {
+            // SAFETY: F_SETFL with the flags read before.
+            unsafe { libc::fcntl(0, libc::F_SETFL, flags) };
+        }
+    }
+}
+
+/// Ctrl-D: the byte that powers the VM off from COM1.
+const CTRL_D: u8 = 0x04;
 
 /// The window's display backend, or none (this terminal), with a note when a display was set
 /// but cannot be used. Never leaves the choice to QEMU: built without GTK and SDL, it would
