@@ -11,8 +11,6 @@
 pub mod acpi;
 pub mod idle;
 pub mod message;
-pub mod pic;
-pub mod pit;
 pub mod port;
 pub mod serial;
 

@@ -11,7 +11,7 @@
 
 mod bios;
 
-use vm512::{acpi, idle, message, pic, pit, serial};
+use vm512::{acpi, idle, message, serial};
 
 core::arch::global_asm!(include_str!("../asm/boot_sector.s"));
 
@@ -25,8 +25,5 @@ extern "C" fn vm_main() -> ! {
         serial::write(byte);
         bios::teletype(byte);
     });
-    // No tick: sleep until the keyboard, COM1 or the SCI (the BIOS handles their interrupts).
-    pit::stop();
-    pic::unmask_the_events();
     idle::forever(pm, bios::key_waiting)
 }

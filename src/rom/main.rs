@@ -22,8 +22,10 @@
 mod chipset;
 mod keyboard;
 mod lapic;
+mod pic;
+mod pit;
 
-use vm512::{idle, message, pic, pit, serial};
+use vm512::{idle, message, serial};
 
 core::arch::global_asm!(include_str!("../asm/rom.s"));
 

@@ -220,8 +220,8 @@ fn hardware_reduced_acpi_touches_no_unnamed_port() {
     .collect();
     let mut vm = Vm::start(&config).unwrap();
     vm.wait_for(line(DEFAULT_MESSAGE).as_bytes(), BOOT_TIMEOUT).unwrap();
-    // (Neither the timer's nor COM1's interrupt reached the CPU under SeaBIOS on microvm in our
-    // tries: the idle loop sleeps on, so it does not echo there.)
+    // (No timer tick reaches the CPU under SeaBIOS on microvm: the idle loop sleeps until an
+    // interrupt that does not come, so it does not echo there.)
     let share = qemu::cpu_shares(std::slice::from_mut(&mut vm), Duration::from_secs(2)).unwrap()[0];
     assert!(share < IDLE_LIMIT, "{:.1}% of a core while idle", share * 100.0);
     let trace = vm.stderr_note();

@@ -1,0 +1,42 @@
+//! The 8259 programmable interrupt controllers (master at 0x20, slave at 0xA0), which no BIOS
+//! has set up under the ROM.
+
+use vm512::port::outb;
+
+/// Master PIC command and data ports.
+const MASTER_COMMAND: u16 = 0x20;
+const MASTER_DATA: u16 = 0x21;
+/// Slave PIC command and data ports.
+const SLAVE_COMMAND: u16 = 0xA0;
+const SLAVE_DATA: u16 = 0xA1;
+
+/// ICW1: edge triggered, cascaded, an ICW4 follows.
+const ICW1_INIT: u8 = 0x11;
+/// ICW4: 8086 mode (bit 0) with automatic end of interrupt (bit 1): handlers need no EOI.
+const ICW4_8086_AUTO_EOI: u8 = 0x03;
+/// Vector bases, where a BIOS puts them: IRQ 0-7 at 08h, IRQ 8-15 at 70h.
+const MASTER_VECTORS: u8 = 0x08;
+const SLAVE_VECTORS: u8 = 0x70;
+
+/// The interrupts the VM waits for: the keyboard (IRQ 1), COM1 (IRQ 4), the cascade (IRQ 2),
+/// and on the slave the ACPI SCI (IRQ 9 on PIIX4 and ICH9 as QEMU wires them). No timer.
+const MASTER_UNMASKED: u8 = 1 << 1 | 1 << 2 | 1 << 4;
+const SLAVE_UNMASKED: u8 = 1 << (9 - 8);
+
+/// Initialises both PICs and unmasks only the events the VM answers: keyboard, COM1, SCI.
+pub fn deliver_the_events() {
+    // SAFETY: the PICs' own ports, in the documented initialisation order (ICW1-ICW4, then the
+    // mask, OCW1). Interrupts stay disabled until the idle loop.
+    unsafe {
+        outb(MASTER_COMMAND, ICW1_INIT);
+        outb(SLAVE_COMMAND, ICW1_INIT);
+        outb(MASTER_DATA, MASTER_VECTORS); // ICW2
+        outb(SLAVE_DATA, SLAVE_VECTORS);
+        outb(MASTER_DATA, 1 << 2); // ICW3: a slave hangs on IRQ 2
+        outb(SLAVE_DATA, 2); // ICW3: the slave's cascade identity
+        outb(MASTER_DATA, ICW4_8086_AUTO_EOI);
+        outb(SLAVE_DATA, ICW4_8086_AUTO_EOI);
+        outb(MASTER_DATA, !MASTER_UNMASKED); // OCW1: the mask
+        outb(SLAVE_DATA, !SLAVE_UNMASKED);
+    }
+}
