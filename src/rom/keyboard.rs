@@ -1,5 +1,5 @@
-//! The 8042 keyboard controller: with no BIOS there is no keyboard buffer. A key raises IRQ 1,
-//! which wakes the idle loop, and waits in the controller's output buffer, where this finds it.
+//! The 8042 keyboard controller, polled: with no BIOS there is no keyboard buffer, and the PIC
+//! leaves IRQ 1 masked, so a key simply waits in the controller's output buffer.
 
 use vm512::port::inb;
 

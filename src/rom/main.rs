@@ -7,13 +7,15 @@
 //! initialised VGA), switch the chipset's ACPI power management on (`chipset.rs`), and idle until
 //! the power button or a key asks it to power off.
 //!
-//! How the ROM idles: with no BIOS nothing programs the interrupt controller, and QEMU's timer
-//! ticks from reset. The ROM stops the 8254 PIT (one-shot mode, no count), programs the 8259 PIC
-//! to deliver only what the VM answers, in auto-EOI mode, to a vector whose handler is a bare
-//! `iret`: the keyboard (IRQ 1), COM1 (IRQ 4; the UART raises it for each byte received) and the
-//! ACPI SCI (IRQ 9, raised by the power button); and the local APIC to let the 8259 through.
-//! `idle::forever` then sleeps in `hlt` until one of those comes, answers it, and sleeps again:
-//! no periodic wake-up at all.
+//! How the ROM idles: with no BIOS nothing programs the interrupt controller or the timer, and a
+//! `hlt` with nothing to wake it would sleep forever. So the ROM does what a BIOS does: it
+//! programs the 8254 PIT for the usual 18.2 Hz tick, the 8259 PIC to deliver only that IRQ, in
+//! auto-EOI mode, to a vector whose handler is a bare `iret`, and the local APIC to let the 8259
+//! through. `idle::forever` then sleeps in
+//! `hlt` and wakes 18 times a second for a few instructions, exactly as under a BIOS: next to no
+//! host CPU, and a regular moment to look at the ACPI power-button status (and the keyboard and
+//! COM1), which the boot sector polls the same way. A power-button interrupt (SCI) would need
+//! the SCI routed and unmasked too; polling on the tick reacts within 55 ms and shares the code.
 
 #![no_std]
 #![no_main]
@@ -35,8 +37,8 @@ extern "C" fn vm_main() -> ! {
     serial::init();
     message::for_each_byte(serial::write);
     let pm = chipset::enable_power_management();
-    pit::stop();
-    pic::deliver_the_events();
+    pit::start_system_tick();
+    pic::deliver_only_the_timer();
     lapic::pass_through_8259();
     idle::forever(pm, keyboard::key_waiting)
 }

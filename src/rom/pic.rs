@@ -18,13 +18,8 @@ const ICW4_8086_AUTO_EOI: u8 = 0x03;
 const MASTER_VECTORS: u8 = 0x08;
 const SLAVE_VECTORS: u8 = 0x70;
 
-/// The interrupts the VM waits for: the keyboard (IRQ 1), COM1 (IRQ 4), the cascade (IRQ 2),
-/// and on the slave the ACPI SCI (IRQ 9 on PIIX4 and ICH9 as QEMU wires them). No timer.
-const MASTER_UNMASKED: u8 = 1 << 1 | 1 << 2 | 1 << 4;
-const SLAVE_UNMASKED: u8 = 1 << (9 - 8);
-
-/// Initialises both PICs and unmasks only the events the VM answers: keyboard, COM1, SCI.
-pub fn deliver_the_events() {
+/// Initialises both PICs and unmasks IRQ 0 (the PIT) alone.
+pub fn deliver_only_the_timer() {
     // SAFETY: the PICs' own ports, in the documented initialisation order (ICW1-ICW4, then the
     // mask, OCW1). Interrupts stay disabled until the idle loop.
     unsafe {
@@ -36,7 +31,7 @@ pub fn deliver_the_events() {
         outb(SLAVE_DATA, 2); // ICW3: the slave's cascade identity
         outb(MASTER_DATA, ICW4_8086_AUTO_EOI);
         outb(SLAVE_DATA, ICW4_8086_AUTO_EOI);
-        outb(MASTER_DATA, !MASTER_UNMASKED); // OCW1: the mask
-        outb(SLAVE_DATA, !SLAVE_UNMASKED);
+        outb(MASTER_DATA, !1); // OCW1: mask all but IRQ 0
+        outb(SLAVE_DATA, 0xFF); // mask all
     }
 }

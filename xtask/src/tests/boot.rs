@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use super::harness::*;
 use crate::domain::artifacts::CHECKSUMS;
@@ -354,34 +353,4 @@ fn without_acpi_the_vm_prints_idles_and_ignores_the_button() {
         type_on_com1(vm, b"q");
     }
     assert_idle_with(&mut vms, &format!("{}q", line(DEFAULT_MESSAGE)));
-}
-
-/// The ROM has no periodic tick (the PIT stopped): it sleeps until the keyboard, COM1 or the
-/// ACPI SCI interrupts it. Each of those still works after 10 s of sleep, on `pc` and `q35`:
-/// a byte on COM1 comes back, and Ctrl-D, a key and the power button power it off.
-#[test]
-#[ignore = "boot test: run with `cargo xtask test`"]
-fn the_rom_answers_every_wake_up_after_a_long_idle() {
-    const LONG_IDLE: Duration = Duration::from_secs(10);
-    let key = r#"{"execute": "send-key", "arguments": {"keys": [{"type": "qcode", "data": "q"}]}}"#;
-    let mut configs = Vec::new();
-    for machine in ["pc", "q35"] {
-        for wake in ["COM1 then Ctrl-D", "keyboard", "power button"] {
-            configs.push(VmConfig { label: Some(wake.into()), ..tcg(rom_config(machine)) });
-        }
-    }
-    let mut vms = boot_all(&configs, DEFAULT_MESSAGE);
-    let shares = qemu::cpu_shares(&mut vms, LONG_IDLE).unwrap();
-    for (vm, share) in vms.iter().zip(shares) {
-        assert!(share < IDLE_LIMIT, "{}: {:.1}% of a core", vm.description(), share * 100.0);
-    }
-    for vm in vms.iter_mut().step_by(3) {
-        type_on_com1(vm, b"awake?");
-        vm.wait_for(b"awake?", POWER_OFF_LIMIT).unwrap();
-    }
-    assert_all_power_off_now(&mut vms, |vm| match vm.description().split(':').next() {
-        Some("COM1 then Ctrl-D") => type_on_com1(vm, b"\x04"),
-        Some("keyboard") => vm.qmp_json(key).unwrap(),
-        _ => vm.qmp("system_powerdown").unwrap(),
-    });
 }
