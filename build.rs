@@ -5,6 +5,9 @@ fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rustc-link-arg-bin=boot-sector=-T{dir}/linker.ld");
     println!("cargo:rustc-link-arg-bin=rom=-T{dir}/rom.ld");
+    // The UEFI program (lld-link): a timestamp derived from the content, not the clock, so that
+    // two builds are bit for bit the same.
+    println!("cargo:rustc-link-arg-bin=efi=/Brepro");
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-changed=rom.ld");
     println!("cargo:rerun-if-changed=build.rs");

@@ -100,7 +100,16 @@ mod fadt {
 /// firmware routes to SMI would go unnoticed; QEMU latches PWRBTN_STS in both modes).
 #[inline(always)]
 pub fn find_pm() -> Pm {
-    let Some(rsdp) = find_rsdp() else { return NO_PM };
+    match find_rsdp() {
+        Some(rsdp) => pm_from_rsdp(rsdp),
+        None => NO_PM,
+    }
+}
+
+/// As [`find_pm`], from an RSDP found elsewhere (UEFI firmware names it in its configuration
+/// table).
+#[inline(always)]
+pub fn pm_from_rsdp(rsdp: u32) -> Pm {
     // RSDP+16: the RSDT's address (32-bit entries). An ACPI 2.0+ RSDP may leave it 0 and give
     // only the XSDT at RSDP+24 (64-bit entries). Both are walked 4 bytes at a time: an XSDT
     // entry's high half is 0 for every table below 4 GiB (the only ones a 32-bit pointer

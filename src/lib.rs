@@ -1,20 +1,27 @@
-//! The 512-byte VM: the code both images share, the boot sector (`src/boot_sector/`) and the
-//! flat BIOS ROM.
+//! The 512-byte VM: the code every image shares, one module per piece of hardware: the boot
+//! sector (`src/boot_sector/`), the flat BIOS ROM (`src/rom/`) and the UEFI program (`src/efi/`).
 //!
-//! Built for `i386-code16-boot-sector.json`: LLVM's "code16", 32-bit instructions that run in
-//! real mode behind operand- and address-size prefixes. Pointers are 32-bit linear addresses;
-//! `src/asm/start.s` gives DS and ES a 4 GiB limit so that they reach the whole address space.
+//! The 16-bit images are built for `i386-code16-boot-sector.json`: LLVM's "code16", 32-bit
+//! instructions that run in real mode behind operand- and address-size prefixes. Pointers are
+//! 32-bit linear addresses; `src/asm/start.s` gives DS and ES a 4 GiB limit so that they reach
+//! the whole address space. The UEFI program is built for `x86_64-unknown-uefi`, where the
+//! firmware maps memory one to one: the same addresses reach the same tables and registers.
 
 #![no_std]
 #![warn(unsafe_op_in_unsafe_fn)]
 
 pub mod acpi;
 pub mod idle;
+pub mod keyboard;
+pub mod lapic;
 pub mod message;
+pub mod pic;
+pub mod pit;
 pub mod port;
 pub mod serial;
 
-// Segments, stack and unreal mode: the one piece of start-up both images run.
+// Segments, stack and unreal mode: the one piece of start-up both 16-bit images run.
+#[cfg(target_arch = "x86")]
 core::arch::global_asm!(include_str!("asm/start.s"));
 
 /// Nothing on the boot path panics on purpose; if a bounds check ever fires, stop quietly. The

@@ -4,6 +4,7 @@
 //! emulators) powers up with no baud rate, so program it before the first byte and wait for the
 //! transmitter before each one.
 
+#[cfg(target_arch = "x86")]
 use core::arch::asm;
 
 use crate::port::{inb, outb};
@@ -53,6 +54,7 @@ const fn port(offset: u8) -> u8 {
 
 /// Programs COM1 for 115200 8N1 with FIFOs, in the order the UART needs. With no UART at COM1
 /// the writes go nowhere; see [`received`].
+#[cfg(target_arch = "x86")]
 #[inline(always)]
 pub fn init() {
     // SAFETY: COM1's registers; nothing else lives at these ports. SI is saved and restored
@@ -77,6 +79,15 @@ pub fn init() {
             out("dx") _,
         )
     };
+}
+
+/// Programs COM1 as above, from the same table (in 64-bit code a plain loop is as small).
+#[cfg(not(target_arch = "x86"))]
+pub fn init() {
+    for [register, value] in INIT {
+        // SAFETY: COM1's registers, as above.
+        unsafe { outb(COM1 & 0xFF00 | register as u16, value) };
+    }
 }
 
 /// LSR bit 7: an error in the receive FIFO; set, with every other bit, with nothing at COM1's

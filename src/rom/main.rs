@@ -22,12 +22,8 @@
 #![warn(unsafe_op_in_unsafe_fn)]
 
 mod chipset;
-mod keyboard;
-mod lapic;
-mod pic;
-mod pit;
 
-use vm512::{idle, message, serial};
+use vm512::{idle, keyboard, lapic, message, pic, pit, serial};
 
 core::arch::global_asm!(include_str!("../asm/rom.s"));
 
@@ -38,7 +34,7 @@ extern "C" fn vm_main() -> ! {
     message::for_each_byte(serial::write);
     let pm = chipset::enable_power_management();
     pit::start_system_tick();
-    pic::deliver_only_the_timer();
+    pic::deliver_only_the_timer(pic::REAL_MODE_VECTORS);
     lapic::pass_through_8259();
     idle::forever(pm, keyboard::key_waiting)
 }

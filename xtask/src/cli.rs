@@ -65,6 +65,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
     let mut format_lists: Vec<String> = Vec::new();
     let mut rom = false;
     let mut bus = None;
+    let mut uefi = false;
     let mut bench = BenchOptions::default();
     let mut no_install = false;
     let mut topic = None;
@@ -97,6 +98,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
                     format!("unknown bus `{name}`; valid buses: {}", names.join(", "))
                 })?);
             }
+            Long("uefi") if command == "run" => uefi = true,
             Long("quick") if command == "bench" => bench.quick = true,
             Long("vms") if command == "bench" => {
                 let text = option_value(&mut parser, "--vms")?.string()?;
@@ -126,7 +128,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
             if image.formats.len() != 1 {
                 bail!("`run` boots one format; got `{}`: pick one", format_lists.join("` and `"));
             }
-            Command::Run(RunOptions { format: image.formats[0], message: image.message, bus })
+            Command::Run(RunOptions { format: image.formats[0], message: image.message, bus, uefi })
         }
         "test" => Command::Test,
         "disasm" => Command::Disasm { rom },
@@ -226,6 +228,8 @@ OPTIONS:
     --bus BUS           The disk (or CD) controller: ide (pc), ahci (q35), virtio-blk,
                         virtio-scsi, nvme, lsi, pvscsi, megasas, mptsas, usb-xhci,
                         usb-ehci, floppy [default: ide]; not for rom, which is firmware
+    --uefi              Boot under UEFI firmware (OVMF) instead of SeaBIOS: every disk
+                        format but raw, and the iso
 {no_install}
 
 {}",

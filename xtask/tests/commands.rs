@@ -318,14 +318,16 @@ fn verified_set(dir: &Path) -> Vec<String> {
     listed
 }
 
-/// Whether the raw boot sector in `dir` carries `message` as its line.
+/// Whether the raw boot sector in `dir` carries `message` as its line (text, CR LF and the end
+/// mark; zero bytes, which the code skips, left out).
 fn has_message(dir: &Path, message: &str) -> bool {
     let raw = fs::read(dir.join("512-byte-vm.raw")).unwrap();
-    let line = format!("{message}\r\n\0");
-    raw.windows(line.len()).any(|w| w == line.as_bytes())
+    let printed: Vec<u8> = raw.into_iter().filter(|&b| b != 0).collect();
+    let line = [message.as_bytes(), b"\r\n\xFF"].concat();
+    printed.windows(line.len()).any(|w| w == line)
 }
 
-/// `image -m Hi` after `image --format all` (nine files) leaves one set: raw with "Hi" and
+/// `image -m Hi` after `image --format all` (ten files) leaves one set: raw with "Hi" and
 /// nothing else.
 #[test]
 #[ignore = "boot test: run with `cargo xtask test`"]
@@ -333,7 +335,7 @@ fn each_image_build_replaces_the_whole_set() {
     let scratch = Scratch::new("image-set");
     let (status, _, stderr) = finish(xtask(&scratch, &["image", "--format", "all"]));
     assert!(status.success(), "{stderr}");
-    assert_eq!(verified_set(&scratch.images()).len(), 9);
+    assert_eq!(verified_set(&scratch.images()).len(), 10);
     let (status, stdout, stderr) = finish(xtask(&scratch, &["image", "-m", "Hi"]));
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("exactly these files"), "{stdout}");
@@ -392,7 +394,7 @@ fn concurrent_builds_do_not_mix_their_files() {
     }
     let set = verified_set(&scratch.images());
     match set.len() {
-        9 => assert!(has_message(&scratch.images(), "First")),
+        10 => assert!(has_message(&scratch.images(), "First")),
         3 => assert!(has_message(&scratch.images(), "Second")),
         _ => panic!("a mixed set: {set:?}"),
     }

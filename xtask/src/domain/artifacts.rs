@@ -12,7 +12,7 @@ use sha2::Digest;
 
 use crate::domain::formats::{self, DISK_SIZE, Format};
 use crate::domain::image::{self, Image, SECTOR_SIZE, thousands};
-use crate::domain::{container_disk, iso, reproducible};
+use crate::domain::{container_disk, efi, fat, gpt, iso, reproducible};
 use crate::infra::cargo;
 use crate::infra::files::{self, Scratch};
 use crate::infra::tools::{self, Tool};
@@ -50,6 +50,8 @@ impl Default for ImageOptions {
 pub struct Built {
     /// The boot sector with its message, for the size report.
     pub sector: Image,
+    /// The UEFI program's size.
+    pub efi_bytes: usize,
     /// Each format with its file, in the order of [`Format::ALL`].
     pub artifacts: Vec<(Format, PathBuf)>,
     pub dir: PathBuf,
@@ -74,6 +76,20 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     sector.check_boot_sector()?;
     let mut rom = image::read_rom(&elfs.rom)?;
     rom.set_message(&options.message)?;
+    let pe = fs::read(&elfs.efi).with_context(|| format!("reading {}", elfs.efi.display()))?;
+    let mut efi = Image::efi_from_pe(pe).with_context(|| format!("{}", elfs.efi.display()))?;
+    efi.set_message(&options.message)?;
+    efi::check_size(&efi.bytes)?;
+    // Every disk's content: the GUIDs and the volume ID come from what the disk carries.
+    let seed: [u8; 32] =
+        sha2::Sha256::new().chain_update(&sector.bytes).chain_update(&efi.bytes).finalize().into();
+    let disk = |size: u64| -> Result<Vec<u8>> {
+        let sectors = size / SECTOR_SIZE as u64;
+        let (first, last) = gpt::esp_range(sectors);
+        let volume_id = u32::from_le_bytes(seed[..4].try_into().expect("4 bytes"));
+        let esp = fat::volume(&efi.bytes, (last - first + 1) as u32, first as u32, volume_id)?;
+        gpt::disk(&sector.bytes, &esp, sectors, &seed)
+    };
 
     let parent = dir.parent().context("the images directory has no parent")?;
     let name = dir.file_name().context("the images directory has no name")?.to_string_lossy();
@@ -90,16 +106,23 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
             let path = staging.join(&file);
             match format {
                 Format::Raw => write(&path, &sector.bytes)?,
-                Format::Img => write(&path, &padded_disk(&sector.bytes, DISK_SIZE))?,
-                Format::Iso => write(&path, &iso::build(&sector.bytes))?,
+                Format::Img => write(&path, &disk(DISK_SIZE)?)?,
+                Format::Iso => {
+                    let volume_id = u32::from_le_bytes(seed[4..8].try_into().expect("4 bytes"));
+                    let sectors = fat::sectors_for(&efi.bytes);
+                    let esp = fat::volume(&efi.bytes, sectors, 0, volume_id)?;
+                    write(&path, &iso::build(&sector.bytes, &esp))?
+                }
                 Format::Rom => write(&path, &rom.bytes)?,
+                Format::Efi => write(&path, &efi.bytes)?,
                 Format::ContainerDisk => {
                     let disk = match qcow2.take() {
                         Some(bytes) => bytes,
                         None => {
                             let qemu_img = qemu_img.as_deref().expect("checked above");
                             let temporary = staging.join("disk.qcow2");
-                            convert(qemu_img, Format::Qcow2, &sector, &temporary, epoch)?;
+                            let input = disk(DISK_SIZE)?;
+                            convert(qemu_img, Format::Qcow2, &input, &temporary, epoch)?;
                             let bytes = fs::read(&temporary)?;
                             fs::remove_file(&temporary)?;
                             bytes
@@ -111,7 +134,8 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
                 }
                 _ => {
                     let qemu_img = qemu_img.as_deref().expect("checked above");
-                    convert(qemu_img, format, &sector, &path, epoch)?;
+                    let input = disk(format.virtual_size().expect("a disk format"))?;
+                    convert(qemu_img, format, &input, &path, epoch)?;
                     if format == Format::Qcow2 {
                         qcow2 = Some(fs::read(&path)?);
                     }
@@ -128,28 +152,26 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
         None => error,
     })?;
     files::replace_dir(staging.path(), dir)?;
-    Ok(Built { sector, artifacts, dir: dir.to_path_buf() })
+    Ok(Built { sector, efi_bytes: efi.bytes.len(), artifacts, dir: dir.to_path_buf() })
 }
 
-/// Converts the boot sector, padded to `format`'s virtual size, with qemu-img into `path`, and
-/// makes the result reproducible (identifiers from the content, timestamps from `epoch`).
+/// Converts the raw `disk` with qemu-img into `format` at `path`, and makes the result
+/// reproducible (identifiers from the content, timestamps from `epoch`).
 fn convert(
     qemu_img: &Path,
     format: Format,
-    sector: &Image,
+    disk: &[u8],
     path: &Path,
     epoch: Option<u64>,
 ) -> Result<()> {
-    // qemu-img reads a file: the padded disk, beside the output, removed after.
+    // qemu-img reads a file: the raw disk, beside the output, removed after.
     let input = path.with_extension("input.raw");
-    let size = format.virtual_size().expect("a disk format");
-    let disk = padded_disk(&sector.bytes, size);
-    write(&input, &disk)?;
+    write(&input, disk)?;
     let converted = formats::convert(qemu_img, format, &input, path);
     fs::remove_file(&input)?;
     converted?;
     let mut bytes = fs::read(path)?;
-    let seed: [u8; 32] = sha2::Sha256::digest(&disk).into();
+    let seed: [u8; 32] = sha2::Sha256::digest(disk).into();
     reproducible::settle(format, &mut bytes, &seed, epoch)?;
     write(path, &bytes)
 }
@@ -166,13 +188,6 @@ fn remove_stale_staging(parent: &Path, name: &str) {
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
-}
-
-/// The boot sector followed by zeros up to `size`, a virtual disk size every bus boots.
-pub fn padded_disk(sector: &[u8], size: u64) -> Vec<u8> {
-    let mut disk = sector.to_vec();
-    disk.resize(size as usize, 0);
-    disk
 }
 
 /// Writes `dir/SHA256SUMS` (the `sha256sum -c` format) for every artifact in `dir`.
@@ -203,12 +218,21 @@ impl Built {
     pub fn report(&self) -> String {
         let s = &self.sector;
         let mut out = format!(
-            "boot sector: {SECTOR_SIZE} bytes = {} code + {} message (\"{}\" + CR LF + NUL) + {} \
-             free + 2 signature\n",
+            "boot sector: {SECTOR_SIZE} bytes = {} code + {} message (\"{}\" + CR LF + end mark) \
+             + {} free ({} characters of room) + {} partition types + {} protective partition \
+             entry + 2 signature\n",
             s.code_bytes(),
             s.message_bytes(),
-            String::from_utf8_lossy(s.message()),
+            String::from_utf8_lossy(&s.message()),
             s.free_bytes(),
+            s.message_room(),
+            s.reserved.len(),
+            s.partition_entry_bytes(),
+        );
+        out += &format!(
+            "UEFI program (BOOTX64.EFI): {} bytes (limit {})\n",
+            thousands(self.efi_bytes as u64),
+            thousands(efi::SIZE_LIMIT as u64)
         );
         out += &format!("{:<32} {:>11}  {:>15}\n", "artifact", "bytes", "original bundle");
         for (format, path) in &self.artifacts {
@@ -228,15 +252,6 @@ impl Built {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn padded_disk_is_the_sector_then_zeros() {
-        let sector = vec![0x90; SECTOR_SIZE];
-        let disk = padded_disk(&sector, DISK_SIZE);
-        assert_eq!(disk.len(), 1 << 20);
-        assert_eq!(disk[..512], sector[..]);
-        assert!(disk[512..].iter().all(|&b| b == 0));
-    }
 
     #[test]
     fn checksums_cover_the_artifacts_present_in_sha256sum_format() {

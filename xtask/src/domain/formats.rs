@@ -27,9 +27,10 @@ pub const VHD_SIZE: u64 = 2040 * 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Format {
-    /// The bare 512-byte sector.
+    /// The bare 512-byte sector (BIOS only).
     Raw,
-    /// Raw, padded to DISK_SIZE: boots on every bus.
+    /// The disk of DISK_SIZE: the boot sector, a GPT and the EFI System Partition; boots on
+    /// every bus, under BIOS and UEFI.
     Img,
     Qcow2,
     Vmdk,
@@ -38,13 +39,15 @@ pub enum Format {
     Iso,
     /// The firmware image: 64 KiB started at the x86 reset vector (`-bios`, pflash).
     Rom,
+    /// The UEFI program alone, for an ESP of the user's own (the disks and the ISO carry it).
+    Efi,
     /// A KubeVirt containerDisk: an OCI image archive holding the qcow2.
     ContainerDisk,
 }
 
 impl Format {
     /// Every format, in the order `all` builds them.
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 10] = [
         Format::Raw,
         Format::Img,
         Format::Qcow2,
@@ -53,6 +56,7 @@ impl Format {
         Format::Vhd,
         Format::Iso,
         Format::Rom,
+        Format::Efi,
         Format::ContainerDisk,
     ];
 
@@ -67,6 +71,7 @@ impl Format {
             Format::Vhd => "vhd",
             Format::Iso => "iso",
             Format::Rom => "rom",
+            Format::Efi => "efi",
             Format::ContainerDisk => "containerdisk",
         }
     }
@@ -74,14 +79,15 @@ impl Format {
     /// What the file is, for the help.
     pub fn description(self) -> &'static str {
         match self {
-            Format::Raw => "the bare 512-byte sector",
-            Format::Img => "raw, zero-padded to 1 MiB",
-            Format::Qcow2 => "qcow2 v3, 1 MiB virtual (QEMU, KVM platforms)",
-            Format::Vmdk => "monolithicSparse VMDK (VMware, VirtualBox)",
-            Format::Vdi => "dynamic VDI (VirtualBox)",
+            Format::Raw => "the bare 512-byte sector (BIOS only)",
+            Format::Img => "1 MiB raw disk: boot sector + GPT + ESP (BIOS and UEFI)",
+            Format::Qcow2 => "qcow2 v3 of that disk (QEMU, KVM platforms)",
+            Format::Vmdk => "monolithicSparse VMDK of that disk (VMware, VirtualBox)",
+            Format::Vdi => "dynamic VDI of that disk (VirtualBox)",
             Format::Vhd => "dynamic VHD, 2040 sectors (Hyper-V, VirtualBox)",
-            Format::Iso => "ISO 9660 CD with an El Torito boot entry",
+            Format::Iso => "ISO 9660 CD, El Torito entries for BIOS and UEFI",
             Format::Rom => "64 KiB firmware started at the reset vector",
+            Format::Efi => "the UEFI program alone (BOOTX64.EFI)",
             Format::ContainerDisk => "KubeVirt containerDisk: OCI archive of the qcow2",
         }
     }
@@ -109,7 +115,12 @@ impl Format {
             // qemu-img's CHS geometry describes exactly (no force_size, whose 65535/16/255 makes
             // geometry readers see 127 GiB).
             Format::Vhd => &["-O", "vpc", "-o", "subformat=dynamic"],
-            Format::Raw | Format::Img | Format::Iso | Format::Rom | Format::ContainerDisk => {
+            Format::Raw
+            | Format::Img
+            | Format::Iso
+            | Format::Rom
+            | Format::Efi
+            | Format::ContainerDisk => {
                 return None;
             }
         })
@@ -125,7 +136,9 @@ impl Format {
             Format::Vhd => "vpc",
             Format::Iso => return Boot::Cdrom { bus },
             Format::Rom => return Boot::Bios,
-            Format::ContainerDisk => unreachable!("a containerDisk is no disk (refused before)"),
+            Format::Efi | Format::ContainerDisk => {
+                unreachable!("no disk (refused before)")
+            }
         };
         Boot::Disk { bus, format }
     }
@@ -136,7 +149,7 @@ impl Format {
             Format::Raw => Some(512),
             Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi => Some(DISK_SIZE),
             Format::Vhd => Some(VHD_SIZE),
-            Format::Iso | Format::Rom | Format::ContainerDisk => None,
+            Format::Iso | Format::Rom | Format::Efi | Format::ContainerDisk => None,
         }
     }
 
@@ -149,7 +162,7 @@ impl Format {
             Format::Raw => &[Bus::Ide, Bus::Floppy],
             Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi | Format::Vhd => &Bus::ALL,
             Format::Iso => &Bus::CD_DRIVES,
-            Format::Rom | Format::ContainerDisk => &[],
+            Format::Rom | Format::Efi | Format::ContainerDisk => &[],
         }
     }
 
@@ -171,7 +184,7 @@ impl Format {
             Format::Vdi => 1_049_600,
             Format::Vhd => 2_100_224,
             Format::Iso => 1_835_008,
-            Format::Img | Format::Rom | Format::ContainerDisk => return None,
+            Format::Img | Format::Rom | Format::Efi | Format::ContainerDisk => return None,
         })
     }
 
@@ -223,7 +236,7 @@ pub fn convert(qemu_img: &Path, format: Format, input: &Path, output: &Path) -> 
     Ok(())
 }
 
-/// "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, containerdisk, or all".
+/// "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, efi, containerdisk, or all".
 pub fn valid_list() -> String {
     let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
     format!("{}, or all", names.join(", "))
@@ -249,7 +262,7 @@ mod tests {
         let error = Format::parse_list("raw,vhdx").unwrap_err().to_string();
         assert!(error.contains("unknown format `vhdx`"), "{error}");
         assert!(
-            error.contains("raw, img, qcow2, vmdk, vdi, vhd, iso, rom, containerdisk, or all"),
+            error.contains("raw, img, qcow2, vmdk, vdi, vhd, iso, rom, efi, containerdisk, or all"),
             "{error}"
         );
         assert!(Format::parse_list("raw,,iso").is_err());

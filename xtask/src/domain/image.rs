@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::domain::elf;
+use crate::domain::{efi, elf, gpt};
 
 /// The message a plain build prints.
 pub const DEFAULT_MESSAGE: &str = "Hello World!";
@@ -25,8 +25,9 @@ pub const ROM_BASE: u64 = 0xF0000;
 pub const ROM_SIZE: usize = 0x10000;
 /// Offset of the reset vector in the ROM: the CPU starts at 0xFFFFFFF0, its last 16 bytes.
 pub const RESET_VECTOR_OFFSET: usize = ROM_SIZE - 16;
-/// What follows the message in the image: the line ending and the terminator the code stops at.
-const MESSAGE_TRAILER: &[u8] = b"\r\n\0";
+/// What follows the message in the image: the line ending, and the end mark the code stops at
+/// (`src/message.rs`: the first byte with bit 7 set; zero bytes are skipped).
+const MESSAGE_TRAILER: &[u8] = b"\r\n\xFF";
 
 /// A flat image with a message area the xtask fills in.
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct Image {
     pub message_start: usize,
     /// Offset one past the last byte the message may use (`__message_end`).
     pub message_end: usize,
+    /// Offsets inside the area that must stay 0 (the boot sector's unused partition slots' type
+    /// bytes): the text flows around them, and the code skips them.
+    pub reserved: Vec<usize>,
 }
 
 impl Image {
@@ -46,12 +50,20 @@ impl Image {
             message_start: flat.symbols["__message"],
             message_end: flat.symbols["__message_end"],
             bytes: flat.bytes,
+            reserved: Vec::new(),
         })
     }
 
-    /// Reads a linked boot sector: 512 bytes at 0x7C00.
+    /// Reads a linked boot sector: 512 bytes at 0x7C00. Its message area may run over the first
+    /// three partition slots, whose type bytes stay 0 ([`gpt::UNUSED_SLOT_TYPES`]).
     pub fn boot_sector_from_elf(elf: &[u8]) -> Result<Image> {
-        let image = Image::from_elf(elf, BOOT_ADDRESS, SECTOR_SIZE)?;
+        let mut image = Image::from_elf(elf, BOOT_ADDRESS, SECTOR_SIZE)?;
+        image.reserved = gpt::UNUSED_SLOT_TYPES
+            .into_iter()
+            .filter(|offset| (image.message_start..image.message_end).contains(offset))
+            .collect();
+        // The linked default text knows nothing of those bytes: lay it out as the xtask does.
+        image.set_message(DEFAULT_MESSAGE)?;
         image.check_boot_sector()?;
         Ok(image)
     }
@@ -63,63 +75,91 @@ impl Image {
         Ok(image)
     }
 
+    /// Reads the UEFI program (a PE32+ file): its message area is its `.message` section.
+    pub fn efi_from_pe(pe: Vec<u8>) -> Result<Image> {
+        let area = efi::message_area(&pe)?;
+        Ok(Image { message_start: area.start, message_end: area.end, bytes: pe, reserved: vec![] })
+    }
+
     /// Bytes of code (and constants) in front of the message.
     pub fn code_bytes(&self) -> usize {
         self.message_start
     }
 
-    /// Writes `text` + CR LF + NUL into the message area, zeroing the rest of it.
+    /// The offsets of the area the message may use, in order.
+    fn usable(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.message_start..self.message_end).filter(|offset| !self.reserved.contains(offset))
+    }
+
+    /// Writes `text` + CR LF + the end mark into the message area, around its reserved bytes,
+    /// and zeroes the rest of it.
     pub fn set_message(&mut self, text: &str) -> Result<()> {
         validate_message(text)?;
-        let room = self.message_end - self.message_start;
+        let room = self.usable().count();
         let needed = text.len() + MESSAGE_TRAILER.len();
         if needed > room {
             bail!(
-                "the message is {} too long: {} characters fit (plus CR LF and a NUL), \
+                "the message is {} too long: {} characters fit (plus CR LF and an end mark), \
                  it has {}; shorten it",
                 bytes(needed - room),
-                room - MESSAGE_TRAILER.len(),
+                room.saturating_sub(MESSAGE_TRAILER.len()),
                 text.len()
             );
         }
-        let area = &mut self.bytes[self.message_start..self.message_end];
-        area.fill(0);
-        area[..text.len()].copy_from_slice(text.as_bytes());
-        area[text.len()..needed].copy_from_slice(MESSAGE_TRAILER);
+        self.bytes[self.message_start..self.message_end].fill(0);
+        let offsets: Vec<usize> = self.usable().collect();
+        for (&offset, &byte) in offsets.iter().zip(text.as_bytes().iter().chain(MESSAGE_TRAILER)) {
+            self.bytes[offset] = byte;
+        }
         Ok(())
     }
 
-    /// The message currently in the image, without CR LF.
-    pub fn message(&self) -> &[u8] {
-        let area = &self.bytes[self.message_start..self.message_end];
-        let end = area.iter().position(|&b| b == 0).unwrap_or(area.len());
-        area[..end].strip_suffix(b"\r\n").unwrap_or(&area[..end])
+    /// The message currently in the image, as the code prints it, without CR LF.
+    pub fn message(&self) -> Vec<u8> {
+        let printed: Vec<u8> = self.bytes[self.message_start..self.message_end]
+            .iter()
+            .copied()
+            .take_while(|&b| b & 0x80 == 0)
+            .filter(|&b| b != 0)
+            .collect();
+        printed.strip_suffix(b"\r\n").unwrap_or(&printed).to_vec()
     }
 
-    /// Bytes the message uses, line ending and terminator included.
+    /// Bytes the message uses, line ending and end mark included.
     pub fn message_bytes(&self) -> usize {
         self.message().len() + MESSAGE_TRAILER.len()
     }
 
-    /// The longest message the area takes (without CR LF and the NUL).
+    /// The longest message the area takes (without CR LF and the end mark).
     pub fn message_room(&self) -> usize {
-        self.message_end - self.message_start - MESSAGE_TRAILER.len()
+        self.usable().count().saturating_sub(MESSAGE_TRAILER.len())
     }
 
     /// Free bytes left in the message area.
     pub fn free_bytes(&self) -> usize {
-        self.message_end - self.message_start - self.message_bytes()
+        self.usable().count() - self.message_bytes()
+    }
+
+    /// Bytes after the message area up to the signature (the boot sector's protective
+    /// partition slot).
+    pub fn partition_entry_bytes(&self) -> usize {
+        SIGNATURE_OFFSET.saturating_sub(self.message_end)
     }
 
     /// A BIOS boots it: exactly 512 bytes, ending in 0x55 0xAA.
     pub fn check_boot_sector(&self) -> Result<()> {
         check_boot_sector(&self.bytes)?;
-        if self.message_start > self.message_end || self.message_end > SIGNATURE_OFFSET {
+        if self.message_start > self.message_end || self.message_end > gpt::PROTECTIVE_SLOT {
             bail!(
-                "the message area {:#x}..{:#x} is not inside the sector",
+                "the message area {:#x}..{:#x} is not inside the sector's first {} bytes (the \
+                 protective partition slot and the signature follow)",
                 self.message_start,
-                self.message_end
+                self.message_end,
+                gpt::PROTECTIVE_SLOT
             );
+        }
+        if self.reserved.iter().any(|&offset| self.bytes[offset] != 0) {
+            bail!("a partition slot's type byte in the message area is not 0");
         }
         Ok(())
     }
@@ -202,24 +242,44 @@ pub fn thousands(n: u64) -> String {
 mod tests {
     use super::*;
 
-    /// A sector shaped like the linked one: code up to 0x100, message area up to the signature.
+    /// A sector shaped like the linked one: code up to 0x100, message area up to the protective
+    /// slot.
     fn sample() -> Image {
         let mut bytes = vec![0x90; SECTOR_SIZE];
         bytes[SIGNATURE_OFFSET..].copy_from_slice(&BOOT_SIGNATURE);
-        Image { bytes, message_start: 0x100, message_end: SIGNATURE_OFFSET }
+        Image { bytes, message_start: 0x100, message_end: gpt::PROTECTIVE_SLOT, reserved: vec![] }
     }
 
     #[test]
-    fn message_is_written_with_crlf_and_nul_and_the_rest_zeroed() {
+    fn message_is_written_with_crlf_and_end_mark_and_the_rest_zeroed() {
         let mut image = sample();
         image.set_message("Booted").unwrap();
-        assert_eq!(&image.bytes[0x100..0x109], b"Booted\r\n\0");
-        assert!(image.bytes[0x109..SIGNATURE_OFFSET].iter().all(|&b| b == 0));
+        assert_eq!(&image.bytes[0x100..0x109], b"Booted\r\n\xFF");
+        assert!(image.bytes[0x109..gpt::PROTECTIVE_SLOT].iter().all(|&b| b == 0));
         assert_eq!(image.message(), b"Booted");
         assert_eq!(
-            image.code_bytes() + image.message_bytes() + image.free_bytes() + 2,
+            image.code_bytes()
+                + image.message_bytes()
+                + image.free_bytes()
+                + image.partition_entry_bytes()
+                + 2,
             SECTOR_SIZE
         );
+        image.check_boot_sector().unwrap();
+    }
+
+    #[test]
+    fn the_text_flows_around_reserved_bytes_which_stay_zero() {
+        let mut image = sample();
+        image.message_start = 440;
+        image.reserved = gpt::UNUSED_SLOT_TYPES.to_vec();
+        let text = "0123456789abcdefghijklmnopqrstuvwxyz";
+        image.set_message(text).unwrap();
+        assert!(gpt::UNUSED_SLOT_TYPES.iter().all(|&offset| image.bytes[offset] == 0));
+        assert_eq!(&image.bytes[440..450], b"0123456789");
+        assert_eq!(image.bytes[451], b'a');
+        assert_eq!(image.message(), text.as_bytes());
+        assert_eq!(image.message_room(), gpt::PROTECTIVE_SLOT - 440 - 3 - 3);
         image.check_boot_sector().unwrap();
     }
 
@@ -228,14 +288,14 @@ mod tests {
         let mut image = sample();
         image.set_message("a much longer message").unwrap();
         image.set_message("short").unwrap();
-        assert_eq!(&image.bytes[0x100..0x108], b"short\r\n\0");
-        assert!(image.bytes[0x108..SIGNATURE_OFFSET].iter().all(|&b| b == 0));
+        assert_eq!(&image.bytes[0x100..0x108], b"short\r\n\xFF");
+        assert!(image.bytes[0x108..gpt::PROTECTIVE_SLOT].iter().all(|&b| b == 0));
     }
 
     #[test]
     fn a_message_that_fills_the_area_exactly_fits_and_one_more_byte_does_not() {
         let mut image = sample();
-        let room = SIGNATURE_OFFSET - 0x100 - 3;
+        let room = gpt::PROTECTIVE_SLOT - 0x100 - 3;
         image.set_message(&"x".repeat(room)).unwrap();
         assert_eq!(image.free_bytes(), 0);
         assert_eq!(image.bytes[SIGNATURE_OFFSET..], BOOT_SIGNATURE);

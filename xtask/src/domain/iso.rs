@@ -1,6 +1,7 @@
-//! A minimal ISO 9660 image with an El Torito "no emulation" boot entry: the smallest CD that a
-//! PC BIOS boots. Written here rather than by an external tool so that it needs nothing
-//! installed, fits in 48 KiB and rebuilds bit for bit (no timestamps, no random IDs).
+//! A minimal ISO 9660 image with two El Torito "no emulation" boot entries: the boot sector for
+//! PC BIOSes, and a FAT image holding `\EFI\BOOT\BOOTX64.EFI` for UEFI firmware (platform ID
+//! 0xEF). Written here rather than by an external tool so that it needs nothing installed, stays
+//! under 128 KiB and rebuilds bit for bit (no timestamps, no random IDs).
 //!
 //! Layout, in 2048-byte logical sectors:
 //!
@@ -12,9 +13,10 @@
 //! | 18 | volume descriptor set terminator |
 //! | 19 | L path table (little-endian) |
 //! | 20 | M path table (big-endian) |
-//! | 21 | root directory: `.`, `..`, `BOOT.CAT;1`, `BOOT.IMG;1` |
+//! | 21 | root directory: `.`, `..`, `BOOT.CAT;1`, `BOOT.IMG;1`, `EFI.IMG;1` |
 //! | 22 | boot catalog |
 //! | 23 | boot image: the 512-byte boot sector, zero-padded |
+//! | 24- | UEFI boot image: the FAT volume, zero-padded to whole sectors |
 
 /// ISO 9660 logical sector size.
 pub const SECTOR: usize = 2048;
@@ -27,8 +29,11 @@ const M_PATH_TABLE: usize = 20;
 const ROOT_DIRECTORY: usize = 21;
 const BOOT_CATALOG: usize = 22;
 const BOOT_IMAGE: usize = 23;
-/// Sectors in the whole image.
-pub const SECTORS: usize = 24;
+const EFI_IMAGE: usize = 24;
+/// El Torito platform ID of UEFI.
+const PLATFORM_EFI: u8 = 0xEF;
+/// El Torito section header: 0x91 = the final section header.
+const FINAL_SECTION_HEADER: u8 = 0x91;
 
 /// Standard identifier of every volume descriptor.
 const CD001: &[u8; 5] = b"CD001";
@@ -41,19 +46,25 @@ const BOOT_LOAD_SECTORS: u16 = 4;
 /// offset): fixed, so that the image is reproducible.
 const RECORDED: [u8; 7] = [80, 1, 1, 0, 0, 0, 0];
 
-/// Builds the ISO image around `boot_sector` (512 bytes).
-pub fn build(boot_sector: &[u8]) -> Vec<u8> {
-    let mut iso = vec![0u8; SECTORS * SECTOR];
+/// Builds the ISO image around `boot_sector` (512 bytes) and `efi_image` (a FAT volume with the
+/// UEFI program, a whole number of 512-byte sectors).
+pub fn build(boot_sector: &[u8], efi_image: &[u8]) -> Vec<u8> {
+    let sectors = EFI_IMAGE + efi_image.len().div_ceil(SECTOR);
+    let mut iso = vec![0u8; sectors * SECTOR];
     let sector = |n: usize| n * SECTOR..(n + 1) * SECTOR;
-    primary_volume_descriptor(&mut iso[sector(PRIMARY_VOLUME_DESCRIPTOR)]);
+    primary_volume_descriptor(&mut iso[sector(PRIMARY_VOLUME_DESCRIPTOR)], sectors as u32);
     boot_record(&mut iso[sector(BOOT_RECORD)]);
     descriptor_header(&mut iso[sector(TERMINATOR)], 255);
     path_table(&mut iso[sector(L_PATH_TABLE)], Endian::Little);
     path_table(&mut iso[sector(M_PATH_TABLE)], Endian::Big);
-    root_directory(&mut iso[sector(ROOT_DIRECTORY)], boot_sector.len() as u32);
-    boot_catalog(&mut iso[sector(BOOT_CATALOG)]);
+    let sizes = [boot_sector.len() as u32, efi_image.len() as u32];
+    root_directory(&mut iso[sector(ROOT_DIRECTORY)], sizes);
+    let efi_load_sectors = u16::try_from(efi_image.len() / 512).unwrap_or(u16::MAX);
+    boot_catalog(&mut iso[sector(BOOT_CATALOG)], efi_load_sectors);
     let start = BOOT_IMAGE * SECTOR;
     iso[start..start + boot_sector.len()].copy_from_slice(boot_sector);
+    let start = EFI_IMAGE * SECTOR;
+    iso[start..start + efi_image.len()].copy_from_slice(efi_image);
     iso
 }
 
@@ -87,11 +98,11 @@ fn text(field: &mut [u8], value: &str) {
 }
 
 /// ECMA-119 8.4: the primary volume descriptor.
-fn primary_volume_descriptor(pvd: &mut [u8]) {
+fn primary_volume_descriptor(pvd: &mut [u8], sectors: u32) {
     descriptor_header(pvd, 1);
     text(&mut pvd[8..40], ""); // system identifier
     text(&mut pvd[40..72], "512_BYTE_VM"); // volume identifier (d-characters)
-    pvd[80..88].copy_from_slice(&both32(SECTORS as u32)); // volume space size
+    pvd[80..88].copy_from_slice(&both32(sectors)); // volume space size
     pvd[120..124].copy_from_slice(&both16(1)); // volume set size
     pvd[124..128].copy_from_slice(&both16(1)); // volume sequence number
     pvd[128..132].copy_from_slice(&both16(SECTOR as u16)); // logical block size
@@ -160,14 +171,16 @@ fn directory_record(
     length
 }
 
-/// The root directory: itself, its parent (itself), the boot catalog and the boot image as files.
-fn root_directory(directory: &mut [u8], boot_image_size: u32) {
+/// The root directory: itself, its parent (itself), the boot catalog and both boot images as
+/// files.
+fn root_directory(directory: &mut [u8], [boot_image_size, efi_image_size]: [u32; 2]) {
     let root = (ROOT_DIRECTORY as u32, SECTOR as u32);
-    let entries: [(u32, u32, bool, &[u8]); 4] = [
+    let entries: [(u32, u32, bool, &[u8]); 5] = [
         (root.0, root.1, true, &[0]), // "."
         (root.0, root.1, true, &[1]), // ".."
         (BOOT_CATALOG as u32, SECTOR as u32, false, b"BOOT.CAT;1"),
         (BOOT_IMAGE as u32, boot_image_size, false, b"BOOT.IMG;1"),
+        (EFI_IMAGE as u32, efi_image_size, false, b"EFI.IMG;1"),
     ];
     let mut at = 0;
     for (extent, size, is_directory, name) in entries {
@@ -176,8 +189,10 @@ fn root_directory(directory: &mut [u8], boot_image_size: u32) {
 }
 
 /// El Torito 2.0: validation entry plus initial/default entry (bootable, no emulation, load
-/// segment 0 = the BIOS default 07C0, BOOT_LOAD_SECTORS from the boot image).
-fn boot_catalog(catalog: &mut [u8]) {
+/// segment 0 = the BIOS default 07C0, BOOT_LOAD_SECTORS from the boot image), then the final
+/// section header for platform 0xEF (UEFI) with its one entry: bootable, no emulation,
+/// `efi_load_sectors` 512-byte sectors of the FAT image.
+fn boot_catalog(catalog: &mut [u8], efi_load_sectors: u16) {
     let validation = &mut catalog[..32];
     validation[0] = 1; // header ID
     validation[1] = 0; // platform: 80x86
@@ -195,6 +210,17 @@ fn boot_catalog(catalog: &mut [u8]) {
     initial[2..4].copy_from_slice(&0u16.to_le_bytes()); // load segment: BIOS default (07C0)
     initial[6..8].copy_from_slice(&BOOT_LOAD_SECTORS.to_le_bytes());
     initial[8..12].copy_from_slice(&(BOOT_IMAGE as u32).to_le_bytes());
+
+    let header = &mut catalog[64..96];
+    header[0] = FINAL_SECTION_HEADER;
+    header[1] = PLATFORM_EFI;
+    header[2..4].copy_from_slice(&1u16.to_le_bytes()); // entries in the section
+
+    let entry = &mut catalog[96..128];
+    entry[0] = 0x88; // bootable
+    entry[1] = 0; // no emulation
+    entry[6..8].copy_from_slice(&efi_load_sectors.to_le_bytes());
+    entry[8..12].copy_from_slice(&(EFI_IMAGE as u32).to_le_bytes());
 }
 
 #[cfg(test)]
@@ -208,6 +234,14 @@ mod tests {
         sector
     }
 
+    fn sample_efi() -> Vec<u8> {
+        vec![0xEF; 60 * 512]
+    }
+
+    fn build(sector: &[u8]) -> Vec<u8> {
+        super::build(sector, &sample_efi())
+    }
+
     fn at(iso: &[u8], sector: usize) -> &[u8] {
         &iso[sector * SECTOR..(sector + 1) * SECTOR]
     }
@@ -219,11 +253,11 @@ mod tests {
     #[test]
     fn volume_descriptors_are_where_readers_look() {
         let iso = build(&sample_sector());
-        assert_eq!(iso.len(), 24 * 2048);
-        assert!(iso.len() <= 64 * 1024);
+        assert_eq!(iso.len(), (24 + 15) * 2048);
+        assert!(iso.len() <= 128 * 1024);
         let pvd = at(&iso, 16);
         assert_eq!(&pvd[..7], b"\x01CD001\x01");
-        assert_eq!(pvd[80..88], [24, 0, 0, 0, 0, 0, 0, 24], "volume size, both byte orders");
+        assert_eq!(pvd[80..88], [39, 0, 0, 0, 0, 0, 0, 39], "volume size, both byte orders");
         assert_eq!(&pvd[40..51], b"512_BYTE_VM");
         assert_eq!(&at(&iso, 17)[..30], b"\x00CD001\x01EL TORITO SPECIFICATION");
         assert_eq!(&at(&iso, 18)[..7], b"\xFFCD001\x01");
@@ -248,6 +282,13 @@ mod tests {
         assert_eq!(u16::from_le_bytes([initial[6], initial[7]]), 4);
         let image = le32(&initial[8..]) as usize;
         assert_eq!(&at(&iso, image)[..512], &sector[..]);
+        let header = &catalog[64..96];
+        assert_eq!(header[..4], [0x91, 0xEF, 1, 0], "final section header, UEFI, one entry");
+        let efi = &catalog[96..128];
+        assert_eq!(efi[..2], [0x88, 0], "bootable, no emulation");
+        assert_eq!(u16::from_le_bytes([efi[6], efi[7]]), 60);
+        let start = le32(&efi[8..]) as usize * SECTOR;
+        assert_eq!(&iso[start..start + 60 * 512], &sample_efi()[..]);
     }
 
     #[test]
@@ -266,7 +307,13 @@ mod tests {
         }
         assert_eq!(
             names,
-            [b"\0".to_vec(), b"\x01".to_vec(), b"BOOT.CAT;1".to_vec(), b"BOOT.IMG;1".to_vec()]
+            [
+                b"\0".to_vec(),
+                b"\x01".to_vec(),
+                b"BOOT.CAT;1".to_vec(),
+                b"BOOT.IMG;1".to_vec(),
+                b"EFI.IMG;1".to_vec()
+            ]
         );
         // L and M path tables agree on the root's extent.
         assert_eq!(le32(&at(&iso, 19)[2..]) as usize, root_extent);

@@ -2,8 +2,11 @@
 
 pub mod artifacts;
 pub mod container_disk;
+pub mod efi;
 pub mod elf;
+pub mod fat;
 pub mod formats;
+pub mod gpt;
 pub mod image;
 pub mod instructions;
 pub mod iso;

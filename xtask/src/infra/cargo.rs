@@ -1,4 +1,5 @@
-//! Compiling the boot-sector crate for the 16-bit target.
+//! Compiling the boot-sector crate: the 16-bit images for the custom target, the UEFI program
+//! for `x86_64-unknown-uefi`.
 //!
 //! `--target`, `-Zbuild-std` and `-Zjson-target-spec` stay on these cargo invocations: set
 //! globally they would hit the host-side xtask too.
@@ -14,10 +15,16 @@ use crate::infra::process;
 /// The custom target: 16-bit real-mode x86 (LLVM's i386-unknown-none-code16).
 const TARGET_SPEC: &str = "i386-code16-boot-sector.json";
 
-/// The linked ELF files of the images, as cargo leaves them.
+/// The UEFI program's target (built from source with `-Zbuild-std` like the others: no
+/// `rustup target add` needed, and `core` gets the size-tuned profile too).
+const UEFI_TARGET: &str = "x86_64-unknown-uefi";
+
+/// The linked files of the images, as cargo leaves them.
 pub struct Elfs {
     pub boot_sector: PathBuf,
     pub rom: PathBuf,
+    /// The UEFI program, a PE32+ file.
+    pub efi: PathBuf,
 }
 
 /// The cargo that runs this xtask (`$CARGO`), so the pinned toolchain builds the boot sector too.
@@ -31,11 +38,17 @@ fn cargo() -> Command {
 
 /// A cargo command for the boot-sector crate on the 16-bit target, in `target/`.
 fn boot_crate_cargo(subcommand: &str) -> Command {
+    let mut command = crate_cargo(subcommand, TARGET_SPEC);
+    command.arg("-Zjson-target-spec");
+    command
+}
+
+/// A cargo command for the boot-sector crate on `target`, in `target/`.
+fn crate_cargo(subcommand: &str, target: &str) -> Command {
     let mut command = cargo();
     command
         .current_dir(project_root())
-        .args([subcommand, "--release", "--package", "vm512", "--target", TARGET_SPEC])
-        .arg("-Zjson-target-spec")
+        .args([subcommand, "--release", "--package", "vm512", "--target", target])
         .arg("--target-dir")
         .arg(target_dir())
         // Flags meant for the host would break the 16-bit build (and rebuild core each time).
@@ -46,25 +59,38 @@ fn boot_crate_cargo(subcommand: &str) -> Command {
 
 /// Builds the images' ELF files in the size-tuned release profile and returns where they are.
 pub fn build_elfs() -> Result<Elfs> {
-    let status = process::status(boot_crate_cargo("build").args([
-        "--bins",
-        "-Zbuild-std=core",
-        "-Zbuild-std-features=compiler-builtins-mem",
-    ]))
-    .context("could not start cargo to build the boot sector")?;
-    if !status.success() {
-        bail!("building the boot sector failed ({status}); cargo's messages are above");
+    const BUILD_STD: [&str; 2] = ["-Zbuild-std=core", "-Zbuild-std-features=compiler-builtins-mem"];
+    let builds: [(Command, &[&str], &str); 2] = [
+        (
+            boot_crate_cargo("build"),
+            &["--bin", "boot-sector", "--bin", "rom"],
+            "boot sector and ROM",
+        ),
+        (crate_cargo("build", UEFI_TARGET), &["--bin", "efi"], "UEFI program"),
+    ];
+    for (mut command, bins, what) in builds {
+        let status = process::status(command.args(bins).args(BUILD_STD))
+            .with_context(|| format!("could not start cargo to build the {what}"))?;
+        if !status.success() {
+            bail!("building the {what} failed ({status}); cargo's messages are above");
+        }
     }
-    Ok(Elfs { boot_sector: elf_dir().join("boot-sector"), rom: elf_dir().join("rom") })
+    Ok(Elfs {
+        boot_sector: elf_dir().join("boot-sector"),
+        rom: elf_dir().join("rom"),
+        efi: target_dir().join(UEFI_TARGET).join("release").join("efi.efi"),
+    })
 }
 
 /// Removes the boot-sector crate's build output (not `core`'s), so that the next build starts
 /// from its sources.
 pub fn clean_boot_crate() -> Result<()> {
-    let status =
-        process::status(boot_crate_cargo("clean").arg("--quiet")).context("running cargo clean")?;
-    if !status.success() {
-        bail!("cargo clean of the boot-sector crate failed ({status})");
+    for command in [boot_crate_cargo("clean"), crate_cargo("clean", UEFI_TARGET)] {
+        let mut command = command;
+        let status = process::status(command.arg("--quiet")).context("running cargo clean")?;
+        if !status.success() {
+            bail!("cargo clean of the boot-sector crate failed ({status})");
+        }
     }
     Ok(())
 }

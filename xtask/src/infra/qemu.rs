@@ -234,6 +234,22 @@ pub enum Boot {
     Pflash,
 }
 
+/// Guest memory OVMF needs to boot (it gives up with less than about 100 MiB).
+pub const UEFI_MEMORY_MIB: u32 = 128;
+
+/// The machine's firmware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    /// QEMU's own: SeaBIOS.
+    Bios,
+    /// OVMF (UEFI) as one read-only image, `-bios`.
+    Uefi { image: PathBuf },
+    /// OVMF as platforms install it: two pflash drives, its code (read-only) and a writable copy
+    /// of its variable store.
+    #[cfg_attr(not(test), allow(dead_code))]
+    UefiPflash { code: PathBuf, vars: PathBuf },
+}
+
 /// Everything that describes one QEMU run.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -252,6 +268,8 @@ pub struct VmConfig {
     pub vga: Option<String>,
     /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// SeaBIOS or OVMF.
+    pub firmware: Firmware,
     /// Extra arguments, appended last.
     pub extra: Vec<OsString>,
     /// What to call this VM in messages, in front of its description (a test case's name).
@@ -272,6 +290,7 @@ impl VmConfig {
             serial: Serial::Stdio,
             vga: None,
             memory_mib: 32,
+            firmware: Firmware::Bios,
             extra: Vec::new(),
             label: None,
         }
@@ -288,6 +307,16 @@ impl VmConfig {
             push(&["-cpu", cpu]);
         }
         push(&["-m", &self.memory_mib.to_string()]);
+        match &self.firmware {
+            Firmware::Bios => {}
+            Firmware::Uefi { image } => push(&["-bios", &image.display().to_string()]),
+            Firmware::UefiPflash { code, vars } => push(&[
+                "-drive",
+                &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", escape(code)),
+                "-drive",
+                &format!("if=pflash,format=raw,unit=1,file={}", escape(vars)),
+            ]),
+        }
         // No monitor; no network (and so no PXE ROM to wait for); a guest reset ends QEMU
         // instead of booting again, so a crash cannot pass for a boot.
         push(&["-monitor", "none", "-nic", "none", "-no-reboot"]);
@@ -348,7 +377,12 @@ impl VmConfig {
         };
         let cpu = self.cpu.as_deref().map(|c| format!(", cpu {c}")).unwrap_or_default();
         let label = self.label.as_deref().map(|l| format!("{l}: ")).unwrap_or_default();
-        format!("{label}{name} as {how} ({}, {}{cpu})", self.machine, self.accel.name())
+        let firmware = match self.firmware {
+            Firmware::Bios => "",
+            Firmware::Uefi { .. } => ", UEFI",
+            Firmware::UefiPflash { .. } => ", UEFI pflash",
+        };
+        format!("{label}{name} as {how} ({}, {}{firmware}{cpu})", self.machine, self.accel.name())
     }
 }
 

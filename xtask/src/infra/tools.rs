@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,10 +35,18 @@ pub enum Tool {
     Qcowinfo,
     /// skopeo: reads the containerDisk as a registry client would (the tests).
     Skopeo,
+    /// OVMF, EDK2's UEFI firmware for QEMU (a file, not a program): boots the images under
+    /// UEFI (the tests, `run --uefi`).
+    Ovmf,
+    /// The partition tools that read the disks' GPT (the tests): parted, util-linux's
+    /// sfdisk/fdisk, and libblkid's blkid.
+    Parted,
+    Sfdisk,
+    Blkid,
 }
 
 /// What `cargo xtask test` needs besides the toolchain.
-pub const FOR_TESTS: [Tool; 7] = [
+pub const FOR_TESTS: [Tool; 11] = [
     Tool::Qemu,
     Tool::QemuImg,
     Tool::SevenZip,
@@ -46,7 +54,36 @@ pub const FOR_TESTS: [Tool; 7] = [
     Tool::Vmdkinfo,
     Tool::Qcowinfo,
     Tool::Skopeo,
+    Tool::Ovmf,
+    Tool::Parted,
+    Tool::Sfdisk,
+    Tool::Blkid,
 ];
+
+/// Where Debian and Fedora put OVMF's single-file image (for `-bios`), its code and its
+/// variable store (for the two pflash drives), in that order.
+const OVMF_FILES: [[&str; 3]; 2] = [
+    ["/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"],
+    [
+        "/usr/share/edk2/ovmf/OVMF.fd",
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ],
+];
+
+/// OVMF's files on this machine: the single image, the code and the variable store.
+pub fn ovmf_files() -> Result<[PathBuf; 3]> {
+    locate_ovmf().with_context(|| {
+        format!("OVMF was not found; {}. {}", Tool::Ovmf.purpose(), how_to_install(&[Tool::Ovmf]))
+    })
+}
+
+fn locate_ovmf() -> Option<[PathBuf; 3]> {
+    OVMF_FILES
+        .iter()
+        .find(|files| files.iter().all(|file| fs::metadata(file).is_ok_and(|m| m.is_file())))
+        .map(|files| files.map(PathBuf::from))
+}
 
 impl Tool {
     pub fn binary(self) -> &'static str {
@@ -58,7 +95,25 @@ impl Tool {
             Tool::Vmdkinfo => "vmdkinfo",
             Tool::Qcowinfo => "qcowinfo",
             Tool::Skopeo => "skopeo",
+            Tool::Ovmf => "OVMF.fd",
+            Tool::Parted => "parted",
+            Tool::Sfdisk => "sfdisk",
+            Tool::Blkid => "blkid",
         }
+    }
+
+    /// Where the tool is: a program in PATH (or in /usr/sbin and /sbin, which are not in every
+    /// user's PATH), or OVMF's files.
+    fn locate(self) -> Option<PathBuf> {
+        if self == Tool::Ovmf {
+            return locate_ovmf().map(|[single, ..]| single);
+        }
+        find_in_path(self.binary()).or_else(|| {
+            ["/usr/sbin", "/sbin"]
+                .iter()
+                .map(|dir| Path::new(dir).join(self.binary()))
+                .find(|candidate| candidate.is_file())
+        })
     }
 
     fn purpose(self) -> &'static str {
@@ -70,6 +125,10 @@ impl Tool {
                 "the tests read the disk formats with libyal's tools"
             }
             Tool::Skopeo => "the tests read the containerDisk with it",
+            Tool::Ovmf => "it boots the images under UEFI",
+            Tool::Parted | Tool::Sfdisk | Tool::Blkid => {
+                "the tests read the disks' partition table with it"
+            }
         }
     }
 
@@ -82,6 +141,10 @@ impl Tool {
             Tool::Vmdkinfo => "libvmdk-utils",
             Tool::Qcowinfo => "libqcow-utils",
             Tool::Skopeo => "skopeo",
+            Tool::Ovmf => "ovmf",
+            Tool::Parted => "parted",
+            Tool::Sfdisk => "fdisk",
+            Tool::Blkid => "util-linux",
         }
     }
 
@@ -94,6 +157,9 @@ impl Tool {
             Tool::Vmdkinfo => "libvmdk-tools",
             Tool::Qcowinfo => "libqcow-tools",
             Tool::Skopeo => "skopeo",
+            Tool::Ovmf => "edk2-ovmf",
+            Tool::Parted => "parted",
+            Tool::Sfdisk | Tool::Blkid => "util-linux",
         }
     }
 }
@@ -118,7 +184,7 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 
 /// The path of `tool`, or an error that says how to install it.
 pub fn path(tool: Tool) -> Result<PathBuf> {
-    find_in_path(tool.binary()).with_context(|| {
+    tool.locate().with_context(|| {
         format!(
             "{} was not found in PATH; {}. {}",
             tool.binary(),
@@ -131,8 +197,7 @@ pub fn path(tool: Tool) -> Result<PathBuf> {
 /// Makes sure every tool in `tools` is installed, installing the missing ones (see the module
 /// documentation for when it asks).
 pub fn require(tools: &[Tool]) -> Result<()> {
-    let missing: Vec<Tool> =
-        tools.iter().copied().filter(|t| find_in_path(t.binary()).is_none()).collect();
+    let missing: Vec<Tool> = tools.iter().copied().filter(|t| t.locate().is_none()).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -169,7 +234,7 @@ pub fn require(tools: &[Tool]) -> Result<()> {
         );
     }
     plan.run(prefix)?;
-    if let Some(still) = missing.iter().find(|t| find_in_path(t.binary()).is_none()) {
+    if let Some(still) = missing.iter().find(|t| t.locate().is_none()) {
         bail!("{} is still missing after the install: {}", still.binary(), plan.shown());
     }
     Ok(())

@@ -411,10 +411,14 @@ impl Report {
         let _ = writeln!(md, "\n## Size\n");
         let _ = writeln!(
             md,
-            "Boot sector: {} bytes of code, {} of message, {} free (of 510; 2 more for the signature).\n",
+            "Boot sector: {} bytes of code, {} of message, {} free ({} characters of room); {} \
+             partition type bytes, {} for the protective partition entry and 2 for the signature.\n",
             s.code_bytes(),
             s.message_bytes(),
-            s.free_bytes()
+            s.free_bytes(),
+            s.message_room(),
+            s.reserved.len(),
+            s.partition_entry_bytes()
         );
         let _ = writeln!(md, "| artifact | bytes | original bundle |");
         let _ = writeln!(md, "| --- | ---: | ---: |");

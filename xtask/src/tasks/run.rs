@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use crate::domain::artifacts::{self, ImageOptions};
 use crate::domain::formats::Format;
 use crate::infra::process;
-use crate::infra::qemu::{self, Accel, Bus, Console, Vm};
+use crate::infra::qemu::{self, Accel, Bus, Console, Firmware, Vm};
 use crate::infra::tools::{self, Tool};
 
 /// How long the VM gets to power off after the power button before QEMU is stopped.
@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub message: String,
     /// The controller asked for; `None`: IDE for disks and CDs.
     pub bus: Option<Bus>,
+    /// Boot under OVMF (UEFI) rather than SeaBIOS.
+    pub uefi: bool,
 }
 
 impl RunOptions {
@@ -39,6 +41,23 @@ impl RunOptions {
             bail!(
                 "containerdisk is a container image for KubeVirt, not a disk QEMU boots: run \
                  --format qcow2, the disk inside it"
+            );
+        }
+        if self.uefi && matches!(format, Format::Raw | Format::Rom) {
+            bail!(
+                "{} boots under BIOS only ({}); under --uefi run --format img (or any disk \
+                 format, or iso)",
+                format.name(),
+                match format {
+                    Format::Raw => "the bare sector has no EFI System Partition",
+                    _ => "it is BIOS firmware itself",
+                }
+            );
+        }
+        if format == Format::Efi {
+            bail!(
+                "efi is the UEFI program alone, for an EFI System Partition of your own; every \
+                 disk format and the ISO carry it: run --format img"
             );
         }
         let Some(bus) = self.bus else { return Ok(Bus::Ide) };
@@ -75,6 +94,9 @@ pub fn run(options: &RunOptions) -> Result<()> {
     let bus = options.bus()?;
     let (accel, why) = Accel::choose()?;
     let mut needed = vec![Tool::Qemu];
+    if options.uefi {
+        needed.push(Tool::Ovmf);
+    }
     if options.format.qemu_img_args().is_some() {
         needed.push(Tool::QemuImg);
     }
@@ -87,10 +109,20 @@ pub fn run(options: &RunOptions) -> Result<()> {
 
     let mut config = options.format.vm_config(&path, bus);
     config.accel = accel;
+    if options.uefi {
+        let [image, ..] = tools::ovmf_files()?;
+        config.firmware = Firmware::Uefi { image };
+        config.memory_mib = qemu::UEFI_MEMORY_MIB;
+    }
     config.display = display.map(str::to_string);
     let how = match options.format {
         Format::Rom => format!("as the firmware (-bios, {})", config.machine),
-        _ => format!("on {} ({})", bus.name(), config.machine),
+        _ => format!(
+            "on {} ({}{})",
+            bus.name(),
+            config.machine,
+            if options.uefi { ", UEFI firmware OVMF" } else { "" }
+        ),
     };
     let accel = match accel {
         Accel::Kvm => format!("KVM ({why})"),
@@ -289,7 +321,9 @@ mod tests {
     use super::*;
 
     fn bus_for(format: Format, bus: Option<Bus>) -> Result<Bus, String> {
-        RunOptions { format, message: String::new(), bus }.bus().map_err(|e| e.to_string())
+        RunOptions { format, message: String::new(), bus, uefi: false }
+            .bus()
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -308,6 +342,19 @@ mod tests {
         assert!(error.contains("rom is firmware"), "{error}");
         assert_eq!(bus_for(Format::Iso, Some(Bus::Ahci)), Ok(Bus::Ahci));
         assert!(bus_for(Format::ContainerDisk, None).unwrap_err().contains("--format qcow2"));
+        assert!(bus_for(Format::Efi, None).unwrap_err().contains("--format img"));
+    }
+
+    #[test]
+    fn under_uefi_the_bios_only_formats_are_refused() {
+        let uefi = |format| RunOptions { format, message: String::new(), bus: None, uefi: true };
+        for format in [Format::Raw, Format::Rom] {
+            let error = uefi(format).bus().unwrap_err().to_string();
+            assert!(error.contains("BIOS only") && error.contains("--format img"), "{error}");
+        }
+        for format in [Format::Img, Format::Vhd, Format::Iso] {
+            assert_eq!(uefi(format).bus().unwrap(), Bus::Ide);
+        }
     }
 
     #[test]

@@ -5,3 +5,4 @@ mod boot;
 mod harness;
 mod platforms;
 mod robustness;
+mod uefi;

@@ -1,7 +1,7 @@
-//! The 8259 programmable interrupt controllers (master at 0x20, slave at 0xA0), which no BIOS
-//! has set up under the ROM.
+//! The 8259 programmable interrupt controllers (master at 0x20, slave at 0xA0): no BIOS has set
+//! them up under the ROM, and UEFI firmware leaves them as its own timer driver wanted.
 
-use vm512::port::outb;
+use crate::port::outb;
 
 /// Master PIC command and data ports.
 const MASTER_COMMAND: u16 = 0x20;
@@ -14,19 +14,21 @@ const SLAVE_DATA: u16 = 0xA1;
 const ICW1_INIT: u8 = 0x11;
 /// ICW4: 8086 mode (bit 0) with automatic end of interrupt (bit 1): handlers need no EOI.
 const ICW4_8086_AUTO_EOI: u8 = 0x03;
-/// Vector bases, where a BIOS puts them: IRQ 0-7 at 08h, IRQ 8-15 at 70h.
-const MASTER_VECTORS: u8 = 0x08;
-const SLAVE_VECTORS: u8 = 0x70;
+/// Vector bases in real mode, where a BIOS puts them: IRQ 0-7 at 08h, IRQ 8-15 at 70h.
+pub const REAL_MODE_VECTORS: [u8; 2] = [0x08, 0x70];
+/// Vector bases in long mode: right above the 32 exception vectors, IRQ 0-7 at 20h, 8-15 at 28h.
+pub const LONG_MODE_VECTORS: [u8; 2] = [0x20, 0x28];
 
-/// Initialises both PICs and unmasks IRQ 0 (the PIT) alone.
-pub fn deliver_only_the_timer() {
+/// Initialises both PICs with the master's and the slave's vector bases and unmasks IRQ 0 (the
+/// PIT) alone.
+pub fn deliver_only_the_timer([master_vectors, slave_vectors]: [u8; 2]) {
     // SAFETY: the PICs' own ports, in the documented initialisation order (ICW1-ICW4, then the
     // mask, OCW1). Interrupts stay disabled until the idle loop.
     unsafe {
         outb(MASTER_COMMAND, ICW1_INIT);
         outb(SLAVE_COMMAND, ICW1_INIT);
-        outb(MASTER_DATA, MASTER_VECTORS); // ICW2
-        outb(SLAVE_DATA, SLAVE_VECTORS);
+        outb(MASTER_DATA, master_vectors); // ICW2
+        outb(SLAVE_DATA, slave_vectors);
         outb(MASTER_DATA, 1 << 2); // ICW3: a slave hangs on IRQ 2
         outb(SLAVE_DATA, 2); // ICW3: the slave's cascade identity
         outb(MASTER_DATA, ICW4_8086_AUTO_EOI);

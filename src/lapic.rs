@@ -33,3 +33,18 @@ pub fn pass_through_8259() {
     write(LVT_LINT0, DELIVER_EXTINT);
     write(LVT_LINT1, DELIVER_NMI);
 }
+
+/// Local vector table entry of the APIC's own timer.
+const LVT_TIMER: usize = 0x320;
+/// LVT bit 16: masked.
+const LVT_MASKED: u32 = 1 << 16;
+
+/// Masks the local APIC's timer, which UEFI firmware may have used for its tick: only the 8254
+/// (or, later, nothing) wakes the idle loop.
+pub fn stop_timer() {
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::with_exposed_provenance_mut::<u32>(LAPIC_BASE + LVT_TIMER)
+            .write_volatile(LVT_MASKED)
+    }
+}

@@ -1,6 +1,6 @@
 //! The 8254 programmable interval timer, channel 0: the periodic tick on IRQ 0.
 
-use vm512::port::outb;
+use crate::port::outb;
 
 /// Channel 0 data port.
 const CHANNEL0: u16 = 0x40;
