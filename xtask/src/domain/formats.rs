@@ -82,7 +82,7 @@ impl Format {
             Format::Raw => "the bare 512-byte sector (BIOS only)",
             Format::Img => "1 MiB raw disk: boot sector + GPT + ESP (BIOS and UEFI)",
             Format::Qcow2 => "qcow2 v3 of that disk (QEMU, KVM platforms)",
-            Format::Vmdk => "monolithicSparse VMDK of that disk (VMware, VirtualBox)",
+            Format::Vmdk => "monolithicSparse VMDK of that disk, 8 KiB grains (VMware, VirtualBox)",
             Format::Vdi => "dynamic VDI of that disk (VirtualBox)",
             Format::Vhd => "dynamic VHD, 2040 sectors (Hyper-V, VirtualBox)",
             Format::Iso => "ISO 9660 CD, El Torito entries for BIOS and UEFI",
@@ -106,8 +106,6 @@ impl Format {
             // qcow2 v3 with 4 KiB clusters, uncompressed: its metadata takes 5 clusters, so the
             // cluster size sets the file size (64 KiB clusters: 320 KiB before any data).
             Format::Qcow2 => &["-O", "qcow2", "-o", "compat=1.1,cluster_size=4096"],
-            // monolithicSparse: one file that VMware Workstation/Fusion and VirtualBox attach.
-            Format::Vmdk => &["-O", "vmdk", "-o", "subformat=monolithicSparse"],
             // Dynamic VDI, VirtualBox's default.
             Format::Vdi => &["-O", "vdi", "-o", "static=off"],
             // Dynamic VHD: Hyper-V and VirtualBox attach it, and unlike a fixed VHD (footer only,
@@ -115,7 +113,9 @@ impl Format {
             // qemu-img's CHS geometry describes exactly (no force_size, whose 65535/16/255 makes
             // geometry readers see 127 GiB).
             Format::Vhd => &["-O", "vpc", "-o", "subformat=dynamic"],
+            // monolithicSparse, written by `vmdk.rs` (8 KiB grains; qemu-img's are 64 KiB).
             Format::Raw
+            | Format::Vmdk
             | Format::Img
             | Format::Iso
             | Format::Rom

@@ -11,3 +11,4 @@ pub mod image;
 pub mod instructions;
 pub mod iso;
 pub mod reproducible;
+pub mod vmdk;

@@ -1,12 +1,13 @@
 //! Bit-for-bit reproducible disk files: the identifiers and timestamps qemu-img writes at random
-//! (VMDK content ID, VDI image and snapshot UUIDs, VHD unique ID and timestamp) replaced with
+//! (VDI image and snapshot UUIDs, VHD unique ID and timestamp; the VMDK, which the xtask writes
+//! itself, takes its content ID from here) replaced with
 //! values derived from the disk's content (and so its message), and timestamps fixed:
 //! `SOURCE_DATE_EPOCH` when set, the format's epoch otherwise.
 //!
 //! Two copies of one file share these identifiers, as any two copies of a disk file do; a
 //! platform that registers disks by UUID (VirtualBox) needs a fresh one per copy (see README).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::domain::formats::Format;
@@ -38,9 +39,6 @@ pub fn uuid(seed: &[u8], purpose: &str) -> [u8; 16] {
     id
 }
 
-/// VMDK (monolithicSparse): the embedded descriptor's content ID line (not `parentCID=`).
-const VMDK_CID: &[u8] = b"\nCID=";
-
 /// VDI header fields (VirtualBox's VDI 1.1 header, from the file's start).
 mod vdi {
     pub const UUID_IMAGE: usize = 0x188;
@@ -59,43 +57,17 @@ mod vhd {
     pub const EPOCH: u64 = 946_684_800;
 }
 
+/// The VMDK's content ID derived from `seed`: 8 hexadecimal digits, never ffffffff ("no
+/// parent").
+pub fn vmdk_cid(seed: &[u8]) -> u32 {
+    let id = uuid(seed, "vmdk content id");
+    (u32::from_be_bytes(id[..4].try_into().expect("16 bytes")) | 0x1000_0000) & 0x7FFF_FFFF
+}
+
 /// Makes the file qemu-img wrote for `format` reproducible, in place. `seed` identifies the
 /// content (the SHA-256 of the raw disk).
 pub fn settle(format: Format, bytes: &mut [u8], seed: &[u8], epoch: Option<u64>) -> Result<()> {
     match format {
-        Format::Vmdk => {
-            // qemu-img writes the CID without leading zeros, so its length varies: rewrite the
-            // descriptor text (NUL-padded in its own sectors) with an 8-digit CID.
-            let at = find(bytes, VMDK_CID).context("the VMDK has no CID in its descriptor")?;
-            let value = at + VMDK_CID.len();
-            let line_end = value
-                + bytes[value..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .context("no end to the CID line")?;
-            let text_end = at
-                + bytes[at..]
-                    .iter()
-                    .position(|&b| b == 0)
-                    .context("the VMDK descriptor has no end")?;
-            if !bytes[value..line_end].iter().all(u8::is_ascii_hexdigit) {
-                bail!("the VMDK's CID is not hexadecimal");
-            }
-            let mut cid: [u8; 4] = uuid(seed, "vmdk content id")[..4].try_into().expect("16 bytes");
-            cid[0] |= 0x10; // 8 digits, and never ffffffff ("no parent")
-            cid[0] &= 0x7F;
-            let hex: String = cid.iter().map(|b| format!("{b:02x}")).collect();
-            let mut text = hex.into_bytes();
-            text.extend_from_slice(&bytes[line_end..text_end]);
-            // The text may grow into the NUL padding that follows it.
-            let padding = bytes[text_end..].iter().take_while(|&&b| b == 0).count();
-            let room = text_end - value + padding;
-            if text.len() > room {
-                bail!("no room in the VMDK descriptor for an 8-digit CID");
-            }
-            bytes[value..value + text.len()].copy_from_slice(&text);
-            bytes[value + text.len()..text_end.max(value + text.len())].fill(0);
-        }
         Format::Vdi => {
             bytes[vdi::UUID_IMAGE..vdi::UUID_IMAGE + 16].copy_from_slice(&uuid(seed, "vdi image"));
             let snapshot = uuid(seed, "vdi last snapshot");
@@ -122,29 +94,9 @@ pub fn settle(format: Format, bytes: &mut [u8], seed: &[u8], epoch: Option<u64>)
     Ok(())
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_vmdk_cid_becomes_8_derived_digits_whatever_its_length() {
-        let mut file =
-            b"KDMV....# Disk DescriptorFile\nversion=1\nCID=abc123\nparentCID=ffffffff\n".to_vec();
-        let text_len = file.len();
-        file.extend_from_slice(&[0u8; 64]);
-        let total = file.len();
-        settle(Format::Vmdk, &mut file, b"seed", None).unwrap();
-        assert_eq!(file.len(), total);
-        let text = String::from_utf8_lossy(&file[..text_len + 2]).into_owned();
-        let cid = text.split("CID=").nth(1).unwrap().split('\n').next().unwrap();
-        assert_eq!(cid.len(), 8, "{text}");
-        assert!(text.contains("\nparentCID=ffffffff\n"), "{text}");
-        assert!(file[text_len + 2..].iter().all(|&b| b == 0));
-    }
 
     #[test]
     fn uuids_are_derived_and_shaped() {
