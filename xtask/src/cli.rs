@@ -278,13 +278,15 @@ fn formats_table() -> String {
     );
     for format in Format::ALL {
         let names: Vec<_> = format.buses().iter().map(|b| b.name()).collect();
-        let buses = match format.buses() {
-            [] => "none: booted as -bios".to_string(),
-            all if all == Bus::ALL => "every bus".to_string(),
-            cd if cd == Bus::CD_DRIVES => "every bus with a CD drive".to_string(),
+        let buses = match (format, format.buses()) {
+            (Format::Rom, _) => "none: booted as -bios".to_string(),
+            (Format::Efi, _) => "none: copy it into an ESP".to_string(),
+            (_, []) => "none: push it to a registry".to_string(),
+            (_, all) if all == Bus::ALL => "every bus".to_string(),
+            (_, cd) if cd == Bus::CD_DRIVES => "every bus with a CD drive".to_string(),
             _ => names.join(", "),
         };
-        table += &format!("    {:<6} {:<48} {buses}\n", format.name(), format.description());
+        table += &format!("    {:<13} {:<50} {buses}\n", format.name(), format.description());
     }
     table
 }
@@ -315,10 +317,12 @@ mod tests {
         assert!(error(&["help", "imagine"]).contains("no help for `imagine`"));
         let image = command_help("image", Some(49));
         assert!(image.contains("up to 49 characters"), "{image}");
-        assert!(image.contains("rom    64 KiB"), "the formats list names rom: {image}");
+        assert!(image.contains("rom           64 KiB"), "the formats list names rom: {image}");
+        assert!(image.contains("efi           the UEFI program"), "{image}");
         let run = command_help("run", None);
         assert!(
-            run.contains("raw    the bare 512-byte sector") && run.contains(" ide, floppy\n"),
+            run.contains("raw           the bare 512-byte sector")
+                && run.contains(" ide, floppy\n"),
             "{run}"
         );
         assert!(usage().contains("with a CD drive\n"), "{}", usage());

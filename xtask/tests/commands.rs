@@ -288,7 +288,7 @@ fn help_names_every_format_and_each_command_has_its_own() {
     let scratch = Scratch::new("help");
     let (status, general, _) = finish(xtask(&scratch, &["help"]));
     assert!(status.success());
-    assert!(general.contains("rom    64 KiB firmware"), "{general}");
+    assert!(general.contains("rom           64 KiB firmware"), "{general}");
     let (status, image, _) = finish(xtask(&scratch, &["help", "image"]));
     assert!(status.success());
     assert!(

@@ -80,12 +80,12 @@ impl Format {
     pub fn description(self) -> &'static str {
         match self {
             Format::Raw => "the bare 512-byte sector (BIOS only)",
-            Format::Img => "1 MiB raw disk: boot sector + GPT + ESP (BIOS and UEFI)",
+            Format::Img => "1 MiB raw disk: sector, GPT, ESP (BIOS and UEFI)",
             Format::Qcow2 => "qcow2 v3 of that disk (QEMU, KVM platforms)",
-            Format::Vmdk => "monolithicSparse VMDK of that disk, 8 KiB grains (VMware, VirtualBox)",
+            Format::Vmdk => "monolithicSparse VMDK, 8 KiB grains (VMware, VBox)",
             Format::Vdi => "dynamic VDI of that disk (VirtualBox)",
             Format::Vhd => "dynamic VHD, 2040 sectors (Hyper-V, VirtualBox)",
-            Format::Iso => "ISO 9660 CD, El Torito entries for BIOS and UEFI",
+            Format::Iso => "ISO 9660 CD, El Torito for BIOS and UEFI",
             Format::Rom => "64 KiB firmware started at the reset vector",
             Format::Efi => "the UEFI program alone (BOOTX64.EFI)",
             Format::ContainerDisk => "KubeVirt containerDisk: OCI archive of the qcow2",
