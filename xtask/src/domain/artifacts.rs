@@ -225,7 +225,7 @@ impl Built {
         let s = &self.sector;
         let mut out = format!(
             "boot sector: {SECTOR_SIZE} bytes = {} code + {} message (\"{}\" + CR LF + end mark) \
-             + {} free ({} characters of room) + {} partition types + {} protective partition \
+             + {} free ({} characters of room) + {} partition-slot type bytes (kept 0) + {} protective partition \
              entry + 2 signature\n",
             s.code_bytes(),
             s.message_bytes(),

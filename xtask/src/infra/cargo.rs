@@ -85,8 +85,7 @@ pub fn build_elfs() -> Result<Elfs> {
 /// Removes the boot-sector crate's build output (not `core`'s), so that the next build starts
 /// from its sources.
 pub fn clean_boot_crate() -> Result<()> {
-    for command in [boot_crate_cargo("clean"), crate_cargo("clean", UEFI_TARGET)] {
-        let mut command = command;
+    for mut command in [boot_crate_cargo("clean"), crate_cargo("clean", UEFI_TARGET)] {
         let status = process::status(command.arg("--quiet")).context("running cargo clean")?;
         if !status.success() {
             bail!("cargo clean of the boot-sector crate failed ({status})");

@@ -145,57 +145,46 @@ fn under_uefi_com1_echoes_and_ctrl_d_or_a_key_powers_off() {
     });
 }
 
-/// Runs a partition tool on `disk`; returns what it printed (stdout and stderr), failing on a
-/// non-zero exit.
-fn partition_tool(tool: Tool, args: &[&str], disk: &Path) -> String {
-    let out = Command::new(tools::path(tool).unwrap()).args(args).arg(disk).output().unwrap();
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{} {args:?} {}: {text}", tool.binary(), disk.display());
+/// Runs `program` with `args`, `DISK` standing for `disk`; returns what it printed (stdout and
+/// stderr), failing on a non-zero exit.
+fn partition_tool(program: &Path, args: &[&str], disk: &Path) -> String {
+    let args: Vec<&std::ffi::OsStr> = args
+        .iter()
+        .map(|&arg| if arg == "DISK" { disk.as_os_str() } else { arg.as_ref() })
+        .collect();
+    let out = Command::new(program).args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
+    assert!(out.status.success(), "{} {args:?}: {text}", program.display());
     text
 }
 
 /// Checks what parted, sfdisk, fdisk and blkid say of `disk`: a GPT with the ESP, the FAT file
 /// system in it, and no error or warning (a hybrid MBR, a size mismatch, a damaged header).
 fn assert_partition_tools_read(disk: &Path) {
-    let name = disk.display();
-    let sfdisk = partition_tool(Tool::Sfdisk, &["--json"], disk);
-    assert!(sfdisk.contains(r#""label": "gpt""#), "sfdisk {name}: {sfdisk}");
-    assert!(sfdisk.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), "sfdisk {name}: {sfdisk}");
-    let fdisk = partition_tool(Tool::Sfdisk, &["--list"], disk);
-    assert!(fdisk.contains("Disklabel type: gpt"), "sfdisk --list {name}: {fdisk}");
-    assert!(fdisk.contains("EFI System"), "sfdisk --list {name}: {fdisk}");
-    let fdisk_binary = tools::path(Tool::Sfdisk).unwrap().with_file_name("fdisk");
-    let out = Command::new(fdisk_binary).arg("-l").arg(disk).output().unwrap();
-    let fdisk = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
-    assert!(
-        out.status.success() && fdisk.contains("Disklabel type: gpt"),
-        "fdisk -l {name}: {fdisk}"
-    );
-    let parted = {
-        let out = Command::new(tools::path(Tool::Parted).unwrap())
-            .arg("-s")
-            .arg(disk)
-            .arg("print")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
-        assert!(out.status.success(), "parted -s {name} print: {text}");
-        text
-    };
-    assert!(parted.contains("Partition Table: gpt"), "parted {name}: {parted}");
-    assert!(parted.contains("boot, esp"), "parted {name}: {parted}");
-    let blkid = partition_tool(Tool::Blkid, &["-p"], disk);
-    assert!(blkid.contains(r#"PTTYPE="gpt""#), "blkid -p {name}: {blkid}");
+    let sfdisk = tools::path(Tool::Sfdisk).unwrap();
+    // fdisk comes in the same package as sfdisk.
+    let fdisk = sfdisk.with_file_name("fdisk");
+    let parted = tools::path(Tool::Parted).unwrap();
+    let blkid = tools::path(Tool::Blkid).unwrap();
     let offset = (gpt::ESP_FIRST_LBA * 512).to_string();
-    let esp = partition_tool(Tool::Blkid, &["-p", "-O", &offset], disk);
-    assert!(esp.contains(r#"TYPE="vfat""#) && esp.contains(r#"VERSION="FAT12""#), "{esp}");
-    for (tool, said) in
-        [("sfdisk", &sfdisk), ("fdisk", &fdisk), ("parted", &parted), ("blkid", &blkid)]
-    {
+    let esp_type = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+    let checks: [(&Path, &[&str], &[&str]); 6] = [
+        (&sfdisk, &["--json", "DISK"], &[r#""label": "gpt""#, esp_type]),
+        (&sfdisk, &["--list", "DISK"], &["Disklabel type: gpt", "EFI System"]),
+        (&fdisk, &["-l", "DISK"], &["Disklabel type: gpt", "EFI System"]),
+        (&parted, &["-s", "DISK", "print"], &["Partition Table: gpt", "boot, esp"]),
+        (&blkid, &["-p", "DISK"], &[r#"PTTYPE="gpt""#]),
+        (&blkid, &["-p", "-O", &offset, "DISK"], &[r#"TYPE="vfat""#, r#"VERSION="FAT12""#]),
+    ];
+    for (program, args, expected) in checks {
+        let said = partition_tool(program, args, disk);
+        let what = format!("{} {args:?} on {}", program.display(), disk.display());
+        for text in expected {
+            assert!(said.contains(text), "{what}: no {text:?} in: {said}");
+        }
         let lower = said.to_lowercase();
         for alarm in ["warning", "error", "hybrid", "mismatch", "corrupt", "invalid"] {
-            assert!(!lower.contains(alarm), "{tool} on {name} says {alarm:?}: {said}");
+            assert!(!lower.contains(alarm), "{what} says {alarm:?}: {said}");
         }
     }
 }
