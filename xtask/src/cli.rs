@@ -19,7 +19,8 @@ pub enum Command {
     Help(Option<String>),
     Image(ImageOptions),
     Run(RunOptions),
-    Test,
+    /// Run the tests whose names contain the filter (every test without one).
+    Test { filter: Option<String> },
     Disasm {
         rom: bool,
     },
@@ -69,6 +70,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
     let mut bench = BenchOptions::default();
     let mut no_install = false;
     let mut topic = None;
+    let mut filter = None;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("help") | Short('h') => return help(&command),
@@ -99,6 +101,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
                 })?);
             }
             Long("uefi") if command == "run" => uefi = true,
+            Value(name) if command == "test" && filter.is_none() => filter = Some(name.string()?),
             Long("quick") if command == "bench" => bench.quick = true,
             Long("vms") if command == "bench" => {
                 let text = option_value(&mut parser, "--vms")?.string()?;
@@ -130,7 +133,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
             }
             Command::Run(RunOptions { format: image.formats[0], message: image.message, bus, uefi })
         }
-        "test" => Command::Test,
+        "test" => Command::Test { filter },
         "disasm" => Command::Disasm { rom },
         "bench" => Command::Bench(bench),
         _ => Command::Help(topic),
@@ -237,11 +240,14 @@ OPTIONS:
         ),
         "test" => format!(
             "\
-cargo xtask test [OPTIONS]
+cargo xtask test [OPTIONS] [FILTER]
 
 Builds every format into target/test-images (twice, the second from a clean crate, for the
 reproducibility test), then runs `cargo test` on the xtask with the boot tests included. Plain
 `cargo test` runs the unit tests and lists the boot tests as ignored.
+
+FILTER runs only the tests whose names contain it, as `cargo test FILTER` does (e.g.
+`cargo xtask test long_idle`); without it, every test runs.
 
 OPTIONS:
 {no_install}

@@ -44,7 +44,7 @@ fn try_main() -> anyhow::Result<()> {
         }
         Command::Image(options) => tasks::image::run(&options)?,
         Command::Run(options) => tasks::run::run(&options)?,
-        Command::Test => tasks::test::run()?,
+        Command::Test { filter } => tasks::test::run(filter.as_deref())?,
         Command::Disasm { rom } => tasks::disasm::run(rom)?,
         Command::Bench(options) => tasks::bench::run(&options)?,
     }

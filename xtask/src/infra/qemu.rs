@@ -701,11 +701,23 @@ impl Vm {
         process::cpu_time(self.pid())
     }
 
-    /// Fails if QEMU has exited: a VM that should idle keeps running.
+    /// Fails if QEMU has exited: a VM that should idle keeps running. The error gives QEMU's
+    /// status and QMP's SHUTDOWN event, whose reason tells a guest power-off (`guest-shutdown`)
+    /// from a reset (`guest-reset`, which `-no-reboot` turns into an exit) or a host signal.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.process.try_wait()? {
+            let deadline = Instant::now() + Duration::from_millis(200);
+            while !self.qmp_log().contains(r#""event": "SHUTDOWN""#) && Instant::now() < deadline
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let log = self.qmp_log();
+            let shutdown = log
+                .lines()
+                .find(|line| line.contains(r#""event": "SHUTDOWN""#))
+                .unwrap_or("no SHUTDOWN event on QMP");
             bail!(
-                "{}: QEMU exited ({status}) while it should run{}",
+                "{}: QEMU exited ({status}) while it should run; {shutdown}{}",
                 self.description,
                 self.stderr_note()
             );

@@ -22,7 +22,8 @@ pub const REBUILD_DIR: &str = "test-images-rebuild";
 /// Environment variable naming the LLVM tools directory (llvm-objcopy, llvm-objdump).
 pub const LLVM_ENV: &str = "VM512_LLVM_BIN";
 
-pub fn run() -> Result<()> {
+/// Builds the test images, then runs every test, or those whose names contain `filter`.
+pub fn run(filter: Option<&str>) -> Result<()> {
     let (accel, why) = Accel::choose()?;
     tools::require(&tools::FOR_TESTS)?;
     let target = files::target_dir();
@@ -42,6 +43,7 @@ pub fn run() -> Result<()> {
         Command::new(cargo::cargo_binary())
             .current_dir(files::project_root())
             .args(["test", "--package", "xtask", "--", "--include-ignored"])
+            .args(filter)
             // Boot tests spend most of their time waiting on QEMU: run more than there are cores.
             .arg(format!("--test-threads={}", test_threads()))
             .env(IMAGES_ENV, &dir)
