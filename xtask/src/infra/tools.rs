@@ -240,27 +240,36 @@ pub fn require(tools: &[Tool]) -> Result<()> {
     Ok(())
 }
 
-/// The package-manager commands that install some tools.
-struct InstallPlan {
-    commands: Vec<Vec<String>>,
+/// How to install some tools with the machine's package manager.
+enum InstallPlan {
+    /// Debian/Ubuntu: refresh the package lists, then install, both QEMU packages pinned to
+    /// `qemu-system-x86`'s candidate version as the refreshed lists give it (see the module
+    /// documentation). The version is read only after the update: a machine's lists may be older
+    /// than its mirror, whose pool then no longer has the version they name.
+    Apt(Vec<Tool>),
+    /// Fedora.
+    Dnf(Vec<Tool>),
 }
 
 impl InstallPlan {
     fn for_this_machine(tools: &[Tool]) -> Option<InstallPlan> {
         if find_in_path("apt-get").is_some() {
-            Some(InstallPlan::apt(tools, &candidate_version("qemu-system-x86")))
+            Some(InstallPlan::Apt(tools.to_vec()))
         } else if find_in_path("dnf").is_some() {
-            let mut install: Vec<String> = ["dnf", "install", "-y"].map(String::from).to_vec();
-            install.extend(tools.iter().map(|t| t.fedora_package().to_string()));
-            Some(InstallPlan { commands: vec![install] })
+            Some(InstallPlan::Dnf(tools.to_vec()))
         } else {
             None
         }
     }
 
-    /// Debian/Ubuntu: both QEMU packages at one version (see the module documentation).
-    fn apt(tools: &[Tool], qemu_version: &Option<String>) -> InstallPlan {
-        let update = ["apt-get", "update", "-qq"].map(String::from).to_vec();
+    /// `apt-get update`, the first of the apt plan's two commands.
+    fn apt_update() -> Vec<String> {
+        ["apt-get", "update", "-qq"].map(String::from).to_vec()
+    }
+
+    /// The apt plan's install command, with `qemu_version` (the candidate after the update) as
+    /// the pin of both QEMU packages.
+    fn apt_install(tools: &[Tool], qemu_version: &Option<String>) -> Vec<String> {
         let mut install: Vec<String> =
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "--allow-downgrades"]
                 .map(String::from)
@@ -278,41 +287,83 @@ impl InstallPlan {
                 _ => install.push(package.to_string()),
             }
         }
-        InstallPlan { commands: vec![update, install] }
+        install
     }
 
+    fn dnf_install(tools: &[Tool]) -> Vec<String> {
+        let mut install: Vec<String> = ["dnf", "install", "-y"].map(String::from).to_vec();
+        install.extend(tools.iter().map(|t| t.fedora_package().to_string()));
+        install
+    }
+
+    /// The commands as a person would type them. The apt pin is shown as the shell expression
+    /// that reads the candidate after the update, since that is the version `run` installs.
     fn shown(&self) -> String {
         let sudo = if is_root() { "" } else { "sudo " };
+        let commands = match self {
+            InstallPlan::Apt(tools) => {
+                let pin = "$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')";
+                let install = InstallPlan::apt_install(tools, &Some(pin.into()))
+                    .into_iter()
+                    .map(|word| if word.contains('$') { format!("\"{word}\"") } else { word })
+                    .collect();
+                vec![InstallPlan::apt_update(), install]
+            }
+            InstallPlan::Dnf(tools) => vec![InstallPlan::dnf_install(tools)],
+        };
         let lines: Vec<String> =
-            self.commands.iter().map(|c| format!("{sudo}{}", c.join(" "))).collect();
+            commands.iter().map(|c| format!("{sudo}{}", c.join(" "))).collect();
         lines.join(" && ")
     }
 
     fn run(&self, prefix: Option<&str>) -> Result<()> {
-        for words in &self.commands {
-            let mut command = match prefix {
-                Some(sudo) => {
-                    let mut command = Command::new(sudo);
-                    command.arg("-n").args(words);
-                    command
-                }
-                None => {
-                    let mut command = Command::new(&words[0]);
-                    command.args(&words[1..]);
-                    command
-                }
-            };
-            // Not a guarded child: an install killed halfway would leave dpkg half-configured.
-            let status = command
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .with_context(|| format!("running {}", words.join(" ")))?;
-            if !status.success() {
-                bail!("`{}` failed ({status}); see its messages above", words.join(" "));
-            }
-        }
-        Ok(())
+        self.run_with(
+            |words| run_install_command(words, prefix),
+            || candidate_version("qemu-system-x86"),
+        )
     }
+
+    /// Runs the plan's commands through `run`, asking `qemu_candidate` for the pin only once the
+    /// package lists are refreshed.
+    fn run_with(
+        &self,
+        mut run: impl FnMut(&[String]) -> Result<()>,
+        qemu_candidate: impl FnOnce() -> Option<String>,
+    ) -> Result<()> {
+        match self {
+            InstallPlan::Apt(tools) => {
+                run(&InstallPlan::apt_update())?;
+                run(&InstallPlan::apt_install(tools, &qemu_candidate()))
+            }
+            InstallPlan::Dnf(tools) => run(&InstallPlan::dnf_install(tools)),
+        }
+    }
+}
+
+/// Runs one package-manager command, through `prefix` (sudo) where given.
+fn run_install_command(words: &[String], prefix: Option<&str>) -> Result<()> {
+    let mut command = match prefix {
+        Some(sudo) => {
+            let mut command = Command::new(sudo);
+            command.arg("-n").args(words);
+            command
+        }
+        None => {
+            let mut command = Command::new(&words[0]);
+            command.args(&words[1..]);
+            command
+        }
+    };
+    eprintln!("running: {}", words.join(" "));
+    // Not a guarded child: an install killed halfway would leave dpkg half-configured.
+    let status = command
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .with_context(|| format!("running {}", words.join(" ")))?;
+    if !status.success() {
+        bail!("`{}` failed ({status}); see its messages above", words.join(" "));
+    }
+    Ok(())
 }
 
 /// `apt-cache policy`'s candidate version of `package`, if apt knows it.
@@ -375,8 +426,7 @@ mod tests {
         let version = parse_candidate(policy);
         assert_eq!(version.as_deref(), Some("1:7.2+dfsg-7+deb12u18+b3"));
         assert_eq!(parse_candidate("x:\n  Candidate: (none)\n"), None);
-        let plan = InstallPlan::apt(&[Tool::Qemu], &version);
-        let install = plan.commands.last().unwrap().join(" ");
+        let install = InstallPlan::apt_install(&[Tool::Qemu], &version).join(" ");
         assert!(install.contains("--no-install-recommends --allow-downgrades"), "{install}");
         assert!(
             install.ends_with(
@@ -384,7 +434,42 @@ mod tests {
             ),
             "{install}"
         );
-        assert_eq!(plan.commands[0].join(" "), "apt-get update -qq");
+        assert_eq!(InstallPlan::apt_update().join(" "), "apt-get update -qq");
+    }
+
+    /// The pin is read after `apt-get update`, never from the lists the machine came with: a
+    /// fresh machine's lists named a version its mirror no longer had ("Version ... was not
+    /// found"). What a person is shown reads it at the same moment.
+    #[test]
+    fn the_apt_pin_is_read_after_the_update() {
+        let plan = InstallPlan::Apt(vec![Tool::Qemu, Tool::SevenZip]);
+        let ran = std::cell::RefCell::new(Vec::new());
+        plan.run_with(
+            |words| {
+                ran.borrow_mut().push(words.join(" "));
+                Ok(())
+            },
+            || {
+                let updated = ran.borrow().iter().any(|c| c == "apt-get update -qq");
+                Some(if updated { "new" } else { "stale" }.to_string())
+            },
+        )
+        .unwrap();
+        let ran = ran.into_inner();
+        assert_eq!(ran.len(), 2, "{ran:?}");
+        assert!(ran[1].ends_with("p7zip-full qemu-system-x86=new qemu-utils=new"), "{ran:?}");
+
+        let shown = plan.shown();
+        let (update, install) = shown.split_once(" && ").unwrap();
+        assert!(update.ends_with("apt-get update -qq"), "{shown}");
+        assert!(
+            install.ends_with(
+                "p7zip-full \"qemu-system-x86=$(apt-cache policy qemu-system-x86 | awk \
+                 '/Candidate:/ {print $2}')\" \"qemu-utils=$(apt-cache policy qemu-system-x86 \
+                 | awk '/Candidate:/ {print $2}')\""
+            ),
+            "{shown}"
+        );
     }
 
     /// The plan, simulated by apt-get itself (`-s`: nothing is installed) on a Debian machine;
@@ -402,8 +487,7 @@ mod tests {
             );
             return;
         }
-        let plan = InstallPlan::apt(&[Tool::Qemu, Tool::QemuImg], &version);
-        let install = plan.commands.last().unwrap();
+        let install = InstallPlan::apt_install(&[Tool::Qemu, Tool::QemuImg], &version);
         let out = Command::new("apt-get").arg("-s").args(&install[1..]).output().unwrap();
         assert!(
             out.status.success(),
