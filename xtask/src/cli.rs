@@ -20,7 +20,9 @@ pub enum Command {
     Image(ImageOptions),
     Run(RunOptions),
     /// Run the tests whose names contain the filter (every test without one).
-    Test { filter: Option<String> },
+    Test {
+        filter: Option<String>,
+    },
     Disasm {
         rom: bool,
     },
@@ -264,11 +266,11 @@ instruction runs on a 386.
             "\
 cargo xtask bench [OPTIONS]
 
-Measures boot latency, idle CPU, density, size and build time; writes target/bench/report.md and
-report.json.
+Measures boot latency, idle CPU (the boot sector, the ROM and the UEFI program beside a paused VM),
+density, size and build time; writes target/bench/report.md and report.json.
 
 OPTIONS:
-    --quick             Fewer runs: about 30 s on 2 cores
+    --quick             Fewer runs, shorter windows, no UEFI density: about 90 s on 2 cores
     --vms N             VMs started at once for the density figure, 1 to 256 [default: {DEFAULT_VMS}]
 {no_install}
 "

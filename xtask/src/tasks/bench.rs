@@ -13,10 +13,10 @@ use anyhow::{Context, Result};
 
 use crate::domain::artifacts::{self, ImageOptions};
 use crate::domain::formats::Format;
-use crate::domain::image::{self, thousands};
+use crate::domain::image::{self, DEFAULT_MESSAGE, thousands};
 use crate::infra::files::{project_root, target_dir};
 use crate::infra::process;
-use crate::infra::qemu::{self, Accel, Bus, IdleCost, Vm, VmConfig, cpu_shares};
+use crate::infra::qemu::{self, Accel, Bus, Firmware, IdleCost, Vm, VmConfig, cpu_shares};
 use crate::infra::tools::{self, Tool};
 
 /// What `--quick` and `--vms` ask for.
@@ -81,12 +81,14 @@ impl Latency {
     }
 }
 
-/// Idle costs of the boot sector, the ROM and a paused VM (`-S`, the floor) under one
-/// accelerator, measured together.
+/// Idle costs of the boot sector, the ROM, the UEFI program and a paused VM (`-S`, the floor)
+/// under one accelerator, measured together.
 struct Idle {
     accel: Accel,
     boot_sector: IdleCost,
     rom: IdleCost,
+    /// The UEFI program under OVMF, or why it was not measured.
+    uefi: Result<IdleCost, String>,
     paused: IdleCost,
 }
 
@@ -101,7 +103,7 @@ impl Idle {
 /// N VMs at once.
 struct Density {
     accel: Accel,
-    /// "boot sector" or "ROM".
+    /// "boot sector", "ROM" or "UEFI program".
     image: &'static str,
     vms: usize,
     all_printed: Duration,
@@ -141,7 +143,7 @@ impl Machine {
 
 pub fn run(options: &BenchOptions) -> Result<()> {
     Accel::choose()?;
-    tools::require(&[Tool::Qemu, Tool::QemuImg])?;
+    tools::require(&[Tool::Qemu, Tool::QemuImg, Tool::Ovmf])?;
     let started = Instant::now();
     let machine = Machine::read();
     println!("benchmarking on {}", machine.describe());
@@ -151,6 +153,8 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     let sector = artifacts::build(&all, &images)?.sector;
     let raw = artifacts::artifact_path(&images, "raw");
     let rom = artifacts::artifact_path(&images, "rom");
+    let img = artifacts::artifact_path(&images, "img");
+    let [ovmf, ..] = tools::ovmf_files()?;
     let runs = if options.quick { 5 } else { 20 };
 
     // 1. Latency: QEMU start to the message on COM1.
@@ -171,18 +175,46 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     for accel in qemu::available_accels() {
         println!("idle CPU and wake-ups over {window:?} ({}), with a paused VM", accel.name());
         let paused = VmConfig { extra: vec!["-S".into()], ..sector_config(&raw, accel) };
-        let mut vms =
-            qemu::start_all(&[sector_config(&raw, accel), rom_config(&rom, accel), paused])?;
+        let mut vms = qemu::start_all(&[
+            sector_config(&raw, accel),
+            rom_config(&rom, accel),
+            paused,
+            uefi_config(&img, &ovmf, accel),
+        ])?;
         qemu::wait_all_for(&mut vms[..2], b"\r\n", BOOT_TIMEOUT)?;
+        // The UEFI program is measured where OVMF runs: not under this machine's nested KVM,
+        // where OVMF stops with a KVM internal error before printing (see shared NOTES).
+        let mut uefi = vms.pop().context("the UEFI VM")?;
+        let uefi_up = match uefi.wait_for(uefi_line().as_bytes(), UEFI_TIMEOUT) {
+            Ok(_) => {
+                thread::sleep(UEFI_SETTLE);
+                Ok(())
+            }
+            Err(error) => Err(why_uefi_did_not_print(&mut uefi, &error)),
+        };
+        if uefi_up.is_ok() {
+            vms.push(uefi);
+        }
         let costs = qemu::idle_costs(&mut vms, window)?;
-        idle.push(Idle { accel, boot_sector: costs[0], rom: costs[1], paused: costs[2] });
+        idle.push(Idle {
+            accel,
+            boot_sector: costs[0],
+            rom: costs[1],
+            paused: costs[2],
+            uefi: uefi_up.map(|()| costs[3]),
+        });
     }
 
     // 3. Density: N VMs started at once, under TCG (the accelerator every host has).
     let mut densities = Vec::new();
-    println!("density: {} VMs at once (tcg), boot sector then ROM", options.vms);
-    densities.push(density("boot sector", &sector_config(&raw, Accel::Tcg), options.vms, window)?);
-    densities.push(density("ROM", &rom_config(&rom, Accel::Tcg), options.vms, window)?);
+    let n = options.vms;
+    println!("density: {n} VMs at once (tcg), boot sector, ROM, then (not --quick) UEFI");
+    densities.push(density("boot sector", &sector_config(&raw, Accel::Tcg), b"\r\n", n, window)?);
+    densities.push(density("ROM", &rom_config(&rom, Accel::Tcg), b"\r\n", n, window)?);
+    if !options.quick {
+        let uefi = uefi_config(&img, &ovmf, Accel::Tcg);
+        densities.push(density("UEFI program", &uefi, uefi_line().as_bytes(), n, window)?);
+    }
 
     // 5. Incremental `cargo xtask image`: nothing changed, then one source file touched.
     println!("incremental image builds");
@@ -226,6 +258,38 @@ fn rom_config(rom: &Path, accel: Accel) -> VmConfig {
     VmConfig { accel, ..Format::Rom.vm_config(rom, Bus::Ide) }
 }
 
+/// The UEFI program from the disk on IDE (`pc`), under OVMF.
+fn uefi_config(img: &Path, ovmf: &Path, accel: Accel) -> VmConfig {
+    VmConfig {
+        accel,
+        firmware: Firmware::Uefi { image: ovmf.to_path_buf() },
+        memory_mib: qemu::UEFI_MEMORY_MIB,
+        ..Format::Img.vm_config(img, Bus::Ide)
+    }
+}
+
+/// How long OVMF may take to the UEFI program's line.
+const UEFI_TIMEOUT: Duration = Duration::from_secs(30);
+/// From the line OVMF copies off the console to the program's own, after ExitBootServices.
+const UEFI_SETTLE: Duration = Duration::from_secs(1);
+
+/// The UEFI program's line: on COM1 after OVMF's own text, a line of its own.
+fn uefi_line() -> String {
+    format!("\r\n{DEFAULT_MESSAGE}\r\n")
+}
+
+/// Why the UEFI VM never printed, for the report: QEMU's run state tells a KVM internal error
+/// (OVMF under this machine's nested KVM) from a slow or failed boot.
+fn why_uefi_did_not_print(vm: &mut Vm, error: &anyhow::Error) -> String {
+    let stopped = vm.qmp("query-status").is_ok() && vm.qmp_log().contains("internal-error");
+    if stopped {
+        "not measured: OVMF stopped with a KVM internal error before printing".into()
+    } else {
+        let first = error.to_string();
+        format!("not measured: {}", first.lines().next().unwrap_or_default())
+    }
+}
+
 /// Boots `config` `runs` times, one after another; each sample is QEMU start to message.
 fn boot_times(config: &VmConfig, runs: usize) -> Result<Vec<Duration>> {
     (0..runs)
@@ -236,11 +300,22 @@ fn boot_times(config: &VmConfig, runs: usize) -> Result<Vec<Duration>> {
         .collect()
 }
 
-fn density(image: &'static str, config: &VmConfig, n: usize, window: Duration) -> Result<Density> {
+/// `n` VMs of `config` started at once: the time until each has printed `line`, then their
+/// idle CPU together over `window`.
+fn density(
+    image: &'static str,
+    config: &VmConfig,
+    line: &[u8],
+    n: usize,
+    window: Duration,
+) -> Result<Density> {
     let start = Instant::now();
     let mut vms = qemu::start_all(&vec![config.clone(); n])?;
-    qemu::wait_all_for(&mut vms, b"\r\n", BOOT_TIMEOUT)?;
+    qemu::wait_all_for(&mut vms, line, BOOT_TIMEOUT)?;
     let all_printed = start.elapsed();
+    if config.firmware != Firmware::Bios {
+        thread::sleep(UEFI_SETTLE);
+    }
     let idle_total = cpu_shares(&mut vms, window)?.iter().sum();
     let rss: Vec<u64> =
         vms.iter().map(|vm| process::resident_kib(vm.pid())).collect::<Result<_>>()?;
@@ -351,18 +426,24 @@ impl Report {
         );
         let _ = writeln!(md, "| --- | --- | ---: | ---: | --- |");
         for i in &self.idle {
-            for (name, cost, verdict_text) in [
-                ("boot sector", i.boot_sector, verdict(i.at_floor(i.boot_sector))),
-                ("ROM", i.rom, verdict(i.at_floor(i.rom))),
-                ("paused VM (floor)", i.paused, "-"),
+            for (name, cost) in [
+                ("boot sector", Ok(i.boot_sector)),
+                ("ROM", Ok(i.rom)),
+                ("UEFI program (OVMF)", i.uefi.clone()),
+                ("paused VM (floor)", Ok(i.paused)),
             ] {
-                let _ = writeln!(
-                    md,
-                    "| {} | {name} | {:.3}% | {:.1} | {verdict_text} |",
-                    i.accel.name(),
-                    cost.cpu * 100.0,
-                    cost.wakeups
-                );
+                let floor = name.starts_with("paused");
+                let _ = match cost {
+                    Ok(cost) => writeln!(
+                        md,
+                        "| {} | {name} | {:.3}% | {:.1} | {} |",
+                        i.accel.name(),
+                        cost.cpu * 100.0,
+                        cost.wakeups,
+                        if floor { "-" } else { verdict(i.at_floor(cost)) }
+                    ),
+                    Err(why) => writeln!(md, "| {} | {name} | - | - | {why} |", i.accel.name()),
+                };
             }
         }
         let _ = writeln!(
@@ -451,10 +532,11 @@ impl Report {
             .iter()
             .map(|i| {
                 format!(
-                    r#"{{"accelerator": "{}", "boot_sector": {}, "rom": {}, "paused": {}}}"#,
+                    r#"{{"accelerator": "{}", "boot_sector": {}, "rom": {}, "uefi": {}, "paused": {}}}"#,
                     i.accel.name(),
                     cost(i.boot_sector),
                     cost(i.rom),
+                    i.uefi.clone().map_or("null".to_string(), cost),
                     cost(i.paused)
                 )
             })
