@@ -547,8 +547,7 @@ impl Vm {
     /// Sends one QMP command, written as JSON, and waits up to 10 s for its reply.
     pub fn qmp_json(&mut self, json: &str) -> Result<()> {
         let seen = self.qmp_log.bytes.lock().unwrap().len();
-        let sent = self.qmp.write_all(json.as_bytes()).and_then(|()| self.qmp.write_all(b"\n"));
-        if let Err(error) = sent {
+        if let Err(error) = send_qmp_line(&mut self.qmp, json) {
             thread::sleep(Duration::from_millis(50));
             let state = match self.process.try_wait()? {
                 Some(status) => format!("QEMU exited ({status})"),
@@ -807,9 +806,44 @@ pub fn cpu_shares(vms: &mut [Vm], window: Duration) -> Result<Vec<f64>> {
         .collect()
 }
 
+/// Writes one QMP command and its line end in a single write. QEMU runs a command as soon as its
+/// JSON closes, before the line end arrives: a VM that powers off at once (`system_powerdown`,
+/// or `send-key` to a VM that powers off on a key) can take QEMU away between two writes, and
+/// the second would fail with a broken pipe although the command was carried out.
+fn send_qmp_line(qmp: &mut impl Write, json: &str) -> std::io::Result<()> {
+    qmp.write_all(format!("{json}\n").as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A QMP peer as QEMU is to a VM that powers off at once: it runs the command when its JSON
+    /// closes and is gone before any later write.
+    struct GoneAfterTheCommand {
+        received: Vec<u8>,
+    }
+
+    impl Write for GoneAfterTheCommand {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.received.contains(&b'}') {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            self.received.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_qmp_command_goes_whole_even_when_qemu_leaves_right_after_it() {
+        let mut qemu = GoneAfterTheCommand { received: Vec::new() };
+        send_qmp_line(&mut qemu, r#"{"execute": "system_powerdown"}"#).unwrap();
+        assert_eq!(qemu.received, b"{\"execute\": \"system_powerdown\"}\n");
+    }
 
     fn line(config: &VmConfig) -> String {
         config.args().iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
