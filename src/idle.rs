@@ -9,29 +9,33 @@ use crate::serial;
 /// Ctrl-D on the serial console: end of input, the one byte that powers the VM off.
 const CTRL_D: u8 = 0x04;
 
-/// Sleeps forever, waking on each interrupt (the 18.2 Hz timer tick) to answer the console and
-/// to check whether anyone asked the VM to power off. Every byte that arrives on COM1 (where
-/// there is a UART) is echoed back, so a harness can prove the console works both ways;
-/// Ctrl-D on COM1, a key on the screen's keyboard (`keyboard`) and the ACPI power button
-/// (`virsh shutdown`, QMP `system_powerdown`) power the VM off. Without ACPI (`pm` is `None`) it
-/// only sleeps and echoes: no crash, no reboot, no spinning. Execution never runs past the loop
-/// into data.
+/// Sleeps forever, waking only for an interrupt (the keyboard, COM1 or the ACPI SCI: no timer
+/// ticks; see `pic`) to answer the console and to check whether anyone asked the VM to power off.
+/// Every byte that arrives on COM1 (where there is a UART) is echoed back, so a harness can prove
+/// the console works both ways; Ctrl-D on COM1, a key on the screen's keyboard (`keyboard`) and
+/// the ACPI power button (`virsh shutdown`, QMP `system_powerdown`) power the VM off. Without
+/// ACPI (`pm` is `NO_PM`) it only sleeps and echoes: no crash, no reboot, no spinning. Execution
+/// never runs past the loop into data.
 #[inline(always)]
 pub fn forever(pm: Pm, keyboard: impl Fn() -> bool) -> ! {
     loop {
         // STI enables interrupts only after the next instruction, so none can slip in between
-        // and leave HLT waiting for the one after it.
-        // SAFETY: enabling interrupts and halting touch no memory.
-        unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
-        let mut off = keyboard();
-        if let Some(byte) = serial::received() {
+        // and leave HLT waiting for the one after it. CLI after the wake-up: what arrives while
+        // the loop looks (a byte on COM1 whose interrupt was already taken, say) stays pending
+        // until the next STI and wakes that HLT at once, instead of being taken now and slept
+        // through.
+        // SAFETY: enabling and disabling interrupts and halting touch no memory.
+        unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        let mut off = keyboard() || pm.power_button_pressed();
+        // Every byte that is there: the UART raises its interrupt once for all of them.
+        while let Some(byte) = serial::received() {
             if byte == CTRL_D {
                 off = true;
             } else {
                 serial::write(byte);
             }
         }
-        if off || pm.power_button_pressed() {
+        if off {
             pm.power_off();
         }
     }

@@ -1,9 +1,10 @@
 //! The local APIC, which sits between the 8259 PIC and the CPU on every CPU model that has one.
 //!
 //! Out of reset it is enabled in its base MSR but software-disabled, with LINT0 (where the 8259
-//! is wired) masked: the timer's interrupts would never reach the CPU, and `hlt` would sleep
-//! through the power button. A BIOS routes LINT0 as ExtINT ("virtual wire"); so does the ROM.
-//! Plain memory writes: on a CPU with no local APIC (a 486) they reach nothing.
+//! is wired) masked: the keyboard's, COM1's and the SCI's interrupts would never reach the CPU,
+//! and `hlt` would sleep through the power button. A BIOS routes LINT0 as ExtINT ("virtual
+//! wire"); so does the ROM. Plain memory writes: on a CPU with no local APIC (a 486) they reach
+//! nothing.
 
 /// Default physical address of the local APIC's registers (`asm/start.s` lets DS reach it).
 const LAPIC_BASE: usize = 0xFEE0_0000;
@@ -22,13 +23,6 @@ const DELIVER_NMI: u32 = 0b100 << 8;
 
 /// Lets the 8259's interrupts through to the CPU (LINT0 ExtINT, LINT1 NMI), as a BIOS does.
 pub fn pass_through_8259() {
-    let write = |register: usize, value: u32| {
-        // SAFETY: the local APIC's MMIO registers, 32-bit aligned, written 32 bits at a time.
-        unsafe {
-            core::ptr::with_exposed_provenance_mut::<u32>(LAPIC_BASE + register)
-                .write_volatile(value)
-        }
-    };
     write(SVR, SVR_ENABLED);
     write(LVT_LINT0, DELIVER_EXTINT);
     write(LVT_LINT1, DELIVER_NMI);
@@ -36,15 +30,24 @@ pub fn pass_through_8259() {
 
 /// Local vector table entry of the APIC's own timer.
 const LVT_TIMER: usize = 0x320;
+/// The timer's initial count: 0 stops it.
+const TIMER_INITIAL_COUNT: usize = 0x380;
 /// LVT bit 16: masked.
 const LVT_MASKED: u32 = 1 << 16;
 
-/// Masks the local APIC's timer, which UEFI firmware may have used for its tick: only the 8254
-/// (or, later, nothing) wakes the idle loop.
+/// Stops the local APIC's timer, which UEFI firmware may have used for its tick: masked, and its
+/// count 0, so that it neither interrupts nor keeps a host timer running.
 pub fn stop_timer() {
-    // SAFETY: as above.
+    write(LVT_TIMER, LVT_MASKED);
+    write(TIMER_INITIAL_COUNT, 0);
+}
+
+/// Writes a local APIC register.
+#[inline(always)]
+fn write(register: usize, value: u32) {
+    // SAFETY: the local APIC's MMIO registers, 32-bit aligned, written 32 bits at a time; each
+    // caller picks the register for what it means to change.
     unsafe {
-        core::ptr::with_exposed_provenance_mut::<u32>(LAPIC_BASE + LVT_TIMER)
-            .write_volatile(LVT_MASKED)
+        core::ptr::with_exposed_provenance_mut::<u32>(LAPIC_BASE + register).write_volatile(value)
     }
 }

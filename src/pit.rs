@@ -1,23 +1,34 @@
-//! The 8254 programmable interval timer, channel 0: the periodic tick on IRQ 0.
+//! The 8254 programmable interval timer, channel 0: the tick a BIOS (and QEMU, from reset) runs
+//! at 18.2 Hz on IRQ 0. The VM needs no tick: it stops it.
 
-use crate::port::outb;
+use core::arch::asm;
 
-/// Channel 0 data port.
-const CHANNEL0: u16 = 0x40;
 /// Mode/command port.
-const COMMAND: u16 = 0x43;
-/// Channel 0, low byte then high byte, mode 3 (square wave), binary.
-const CHANNEL0_SQUARE_WAVE: u8 = 0b00_11_011_0;
-/// Reload value 0 means 65536: 1.193182 MHz / 65536 = 18.2 Hz, the BIOS's tick.
-const BIOS_TICK_DIVISOR: u16 = 0;
+pub const COMMAND: u8 = 0x43;
+/// Channel 0 data port.
+pub const CHANNEL0: u8 = 0x40;
 
-/// Starts the 18.2 Hz tick that wakes the idle loop.
-pub fn start_system_tick() {
-    let [low, high] = BIOS_TICK_DIVISOR.to_le_bytes();
-    // SAFETY: the PIT's own ports, in the documented order: mode, then the reload value.
+/// Channel 0, high byte of the count only, mode 4 (software-triggered strobe: it counts down
+/// once, then never again), BCD. The same byte then serves as the count (0x2900, BCD: 2.4 ms,
+/// one last strobe) and, in the boot sector, as the master 8259's mask (`pic`).
+///
+/// A count must follow the mode word: KVM's in-kernel PIT keeps its periodic host timer until a
+/// new count is loaded, even with IRQ 0 masked (a mode word alone left 19 wake-ups per second).
+pub const CHANNEL0_ONE_SHOT: u8 = 0b00_10_100_1;
+
+/// Stops channel 0: one last strobe, then no periodic tick at all.
+#[inline(always)]
+pub fn stop() {
+    // SAFETY: the PIT's own ports, in the documented order: mode, then the count. (The short
+    // `out imm8, al` form, one AL for both: 6 bytes.)
     unsafe {
-        outb(COMMAND, CHANNEL0_SQUARE_WAVE);
-        outb(CHANNEL0, low);
-        outb(CHANNEL0, high);
-    }
+        asm!(
+            "out {command}, al",
+            "out {channel0}, al",
+            command = const COMMAND,
+            channel0 = const CHANNEL0,
+            in("al") CHANNEL0_ONE_SHOT,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
 }

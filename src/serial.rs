@@ -42,9 +42,9 @@ static INIT: [[u8; 2]; 7] = [
     [port(DATA), BAUD_DIVISOR], // divisor, low byte
     [port(IER), 0x00], // divisor, high byte
     [port(LCR), 0x03], // DLAB=0; 8 data bits, no parity, 1 stop bit (8N1)
-    [port(IER), 0x00], // no UART interrupts: the VM polls
+    [port(IER), 0x01], // an interrupt when bytes arrive: they wake the idle loop
     [port(FCR), 0x07], // enable the FIFOs and clear both
-    [port(MCR), 0x03], // DTR and RTS: "ready" to whatever is on the other end
+    [port(MCR), 0x0B], // DTR, RTS: "ready"; OUT2: the UART's IRQ line to the PIC (IRQ 4)
 ];
 
 /// The low byte of a COM1 register's port.

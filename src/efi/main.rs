@@ -5,10 +5,10 @@
 //! prints the message on the firmware console (the screen), finds the ACPI power-management
 //! registers through the RSDP in the configuration table, and leaves boot services: the
 //! firmware's 100 Hz timer stops and the machine is the program's. Then it does what the ROM
-//! does, with the same modules: prints the message on COM1, programs the 8254 for the 18.2 Hz
-//! tick, the 8259s to deliver only that IRQ (to vectors above the CPU's exceptions), the local
-//! APIC to let them through, and idles in `hlt` until the power button, a key or Ctrl-D on COM1
-//! asks it to power off.
+//! does, with the same modules: prints the message on COM1, stops the 8254 and the local APIC
+//! timer, programs the 8259s to deliver only the keyboard, COM1 and the ACPI SCI (to vectors
+//! above the CPU's exceptions), the local APIC to let them through, and sleeps in `hlt` until
+//! one of them comes: a byte on COM1 is echoed; the power button, a key or Ctrl-D powers off.
 
 #![no_std]
 #![no_main]
@@ -57,8 +57,8 @@ extern "efiapi" fn efi_main(image: Handle, system: *mut SystemTable) -> Status {
     message::for_each_byte(serial::write);
     interrupts::install();
     lapic::stop_timer();
-    pit::start_system_tick();
-    pic::deliver_only_the_timer(pic::LONG_MODE_VECTORS);
+    pit::stop();
+    pic::wait_for_events(pic::LONG_MODE_VECTORS, pm.sci);
     lapic::pass_through_8259();
     keyboard::discard_pending();
     idle::forever(pm, keyboard::key_waiting)

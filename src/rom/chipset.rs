@@ -12,7 +12,7 @@
 //!
 //! On both, PM1a_STS is at the base, PM1a_EN at +2 and PM1a_CNT at +4.
 
-use vm512::acpi::{NO_PM, Pm, S5_FALLBACK};
+use vm512::acpi::{CHIPSET_SCI, NO_PM, Pm, S5_FALLBACK};
 use vm512::port::{inl, inw, outb, outl, outw};
 
 /// PCI configuration address and data ports.
@@ -85,7 +85,7 @@ pub fn enable_power_management() -> Pm {
             let control = PM_BASE + PM1_CNT_OFFSET;
             outw(control, inw(control) | SCI_EN);
         }
-        return Pm::enable(PM_BASE, PM_BASE + PM1_CNT_OFFSET, S5_FALLBACK);
+        return Pm::enable(PM_BASE, PM_BASE + PM1_CNT_OFFSET, S5_FALLBACK, CHIPSET_SCI.into());
     }
     NO_PM
 }

@@ -7,15 +7,12 @@
 //! initialised VGA), switch the chipset's ACPI power management on (`chipset.rs`), and idle until
 //! the power button or a key asks it to power off.
 //!
-//! How the ROM idles: with no BIOS nothing programs the interrupt controller or the timer, and a
-//! `hlt` with nothing to wake it would sleep forever. So the ROM does what a BIOS does: it
-//! programs the 8254 PIT for the usual 18.2 Hz tick, the 8259 PIC to deliver only that IRQ, in
-//! auto-EOI mode, to a vector whose handler is a bare `iret`, and the local APIC to let the 8259
-//! through. `idle::forever` then sleeps in
-//! `hlt` and wakes 18 times a second for a few instructions, exactly as under a BIOS: next to no
-//! host CPU, and a regular moment to look at the ACPI power-button status (and the keyboard and
-//! COM1), which the boot sector polls the same way. A power-button interrupt (SCI) would need
-//! the SCI routed and unmasked too; polling on the tick reacts within 55 ms and shares the code.
+//! How the ROM idles: with no BIOS nothing programs the interrupt controller, and QEMU's timer
+//! ticks from reset. The ROM stops the 8254 PIT (`pit::stop`), programs the 8259 PIC to deliver
+//! only what the VM answers, in auto-EOI mode, to vectors whose handler is a bare `iret`: the
+//! keyboard (IRQ 1), COM1 (IRQ 4; the UART raises it when bytes arrive) and the ACPI SCI (IRQ 9,
+//! raised by the power button); and the local APIC to let the 8259 through. `idle::forever` then
+//! sleeps in `hlt` until one of those comes, answers it, and sleeps again: no periodic wake-up.
 
 #![no_std]
 #![no_main]
@@ -27,14 +24,14 @@ use vm512::{idle, keyboard, lapic, message, pic, pit, serial};
 
 core::arch::global_asm!(include_str!("../asm/rom.s"));
 
-/// Entered by a jump from `asm/start.s`, never called: it never returns.
+/// Entered from `asm/start.s`, which runs on into it, never called: it never returns.
 #[unsafe(no_mangle)]
 extern "C" fn vm_main() -> ! {
     serial::init();
     message::for_each_byte(serial::write);
     let pm = chipset::enable_power_management();
-    pit::start_system_tick();
-    pic::deliver_only_the_timer(pic::REAL_MODE_VECTORS);
+    pit::stop();
+    pic::wait_for_events(pic::REAL_MODE_VECTORS, pm.sci);
     lapic::pass_through_8259();
     idle::forever(pm, keyboard::key_waiting)
 }

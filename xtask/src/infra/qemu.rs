@@ -706,8 +706,7 @@ impl Vm {
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.process.try_wait()? {
             let deadline = Instant::now() + Duration::from_millis(200);
-            while !self.qmp_log().contains(r#""event": "SHUTDOWN""#) && Instant::now() < deadline
-            {
+            while !self.qmp_log().contains(r#""event": "SHUTDOWN""#) && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(5));
             }
             let log = self.qmp_log();

@@ -374,3 +374,23 @@ fn without_acpi_the_vm_prints_idles_and_ignores_the_button() {
     }
     assert_idle_with(&mut vms, &format!("{}q", line(DEFAULT_MESSAGE)));
 }
+
+/// No periodic tick (the PIT stopped) in the boot sector and the ROM: the VM sleeps until the
+/// keyboard, COM1 or the ACPI SCI interrupts it. Each of those still works after 10 s asleep, on
+/// `pc` and `q35`: bytes typed on COM1 come back, and Ctrl-D, a key and the power button power
+/// it off.
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn every_wake_up_is_answered_after_a_long_idle() {
+    let mut configs = Vec::new();
+    for machine in ["pc", "q35"] {
+        let sector = VmConfig { machine: machine.into(), ..config(Format::Img, Bus::Ide) };
+        for image in [sector, rom_config(machine)] {
+            for wake in WAKE_UPS {
+                configs.push(VmConfig { label: Some(wake.into()), ..tcg(image.clone()) });
+            }
+        }
+    }
+    let mut vms = boot_all(&configs, DEFAULT_MESSAGE);
+    assert_every_wake_up_answered_after_a_long_idle(&mut vms);
+}

@@ -251,3 +251,31 @@ pub fn wait_for_screen(vm: &mut Vm, scratch: &Scratch, text: &str) {
 pub fn raw_config(path: &Path) -> VmConfig {
     Format::Raw.vm_config(path, Bus::Ide)
 }
+
+/// How long a VM sleeps before the wake-up checks: long enough that a VM which only polled on a
+/// timer it no longer has would be caught.
+pub const LONG_IDLE: Duration = Duration::from_secs(10);
+
+/// The ways a VM is woken up, one per VM (its label): bytes on COM1 (then Ctrl-D), a key on the
+/// keyboard, the ACPI power button.
+pub const WAKE_UPS: [&str; 3] = ["COM1 then Ctrl-D", "keyboard", "power button"];
+
+/// Lets `vms` (labelled by [`WAKE_UPS`], booted) sleep [`LONG_IDLE`], idle all the while; then
+/// checks that the COM1 ones echo what is typed, and that each powers off on its wake-up.
+pub fn assert_every_wake_up_answered_after_a_long_idle(vms: &mut [Vm]) {
+    let shares = qemu::cpu_shares(vms, LONG_IDLE).unwrap();
+    for (vm, share) in vms.iter().zip(shares) {
+        assert!(share < IDLE_LIMIT, "{}: {:.1}% of a core", vm.description(), share * 100.0);
+    }
+    let wake = |vm: &Vm| vm.description().split(':').next().unwrap_or_default().to_owned();
+    for vm in vms.iter_mut().filter(|vm| wake(vm) == WAKE_UPS[0]) {
+        type_on_com1(vm, b"awake?");
+        vm.wait_for(b"awake?", POWER_OFF_LIMIT).unwrap();
+    }
+    let key = r#"{"execute": "send-key", "arguments": {"keys": [{"type": "qcode", "data": "q"}]}}"#;
+    assert_all_power_off_now(vms, |vm| match wake(vm).as_str() {
+        "COM1 then Ctrl-D" => type_on_com1(vm, b"\x04"),
+        "keyboard" => vm.qmp_json(key).unwrap(),
+        _ => vm.qmp("system_powerdown").unwrap(),
+    });
+}
