@@ -4,7 +4,7 @@
 use core::arch::asm;
 
 use crate::acpi::Pm;
-use crate::serial;
+use crate::{pic, serial};
 
 /// Ctrl-D on the serial console: end of input, the one byte that powers the VM off.
 const CTRL_D: u8 = 0x04;
@@ -24,6 +24,8 @@ pub fn forever(pm: Pm, keyboard: impl Fn() -> bool) -> ! {
         // the loop looks (a byte on COM1 whose interrupt was already taken, say) stays pending
         // until the next STI and wakes that HLT at once, instead of being taken now and slept
         // through.
+        // Nothing left in service at the 8259 may keep an interrupt from waking the HLT.
+        pic::end_any_interrupt();
         // SAFETY: enabling and disabling interrupts and halting touch no memory.
         unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
         let mut off = keyboard() || pm.power_button_pressed();

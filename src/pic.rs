@@ -85,6 +85,29 @@ pub fn stop_the_tick_and_wait_for_events_under_bios() {
     };
 }
 
+/// OCW2: non-specific end of interrupt: clears the highest-priority in-service bit, if any.
+const NON_SPECIFIC_EOI: u8 = 0x20;
+
+/// Ends whatever interrupt the master 8259 still has in service. The idle loop does this before
+/// every sleep: an interrupt left in service blocks every line of its priority and below, so the
+/// VM would never wake again. SeaBIOS's `microvm` build leaves the 8259 uninitialised (vectors
+/// from 0, no end of interrupt from its handlers): there the timer's last interrupt stays in
+/// service and COM1's would after it. Elsewhere (a BIOS's handlers end their interrupts; the ROM
+/// and the UEFI program run the 8259s in auto-EOI mode) nothing is in service and this does
+/// nothing. 4 bytes.
+#[inline(always)]
+pub fn end_any_interrupt() {
+    // SAFETY: OCW2 to the master's command port; no memory.
+    unsafe {
+        asm!(
+            "out {command}, al",
+            command = const MASTER_COMMAND as u8,
+            in("al") NON_SPECIFIC_EOI,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+}
+
 /// Without a BIOS (the ROM, and the UEFI program once boot services are gone): initialises both
 /// PICs with the master's and the slave's vector bases, in auto-EOI mode (handlers need no end of
 /// interrupt), and opens only the lines the VM answers, the SCI on line `sci` (`Pm::sci`).
