@@ -6,8 +6,11 @@ fn main() {
     println!("cargo:rustc-link-arg-bin=boot-sector=-T{dir}/linker.ld");
     println!("cargo:rustc-link-arg-bin=rom=-T{dir}/rom.ld");
     // The UEFI program (lld-link): a timestamp derived from the content, not the clock, so that
-    // two builds are bit for bit the same.
+    // two builds are bit for bit the same; and no PDB, whose GUID (in the program's debug
+    // directory, and under /Brepro in its timestamp too) hashes the object files' absolute paths:
+    // the same source built in another directory would differ.
     println!("cargo:rustc-link-arg-bin=efi=/Brepro");
+    println!("cargo:rustc-link-arg-bin=efi=/DEBUG:NONE");
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-changed=rom.ld");
     println!("cargo:rerun-if-changed=build.rs");

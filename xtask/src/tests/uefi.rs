@@ -141,6 +141,20 @@ fn under_uefi_every_wake_up_is_answered_after_a_long_idle() {
     assert_every_wake_up_answered_after_a_long_idle(&mut vms);
 }
 
+/// The UEFI program carries nothing of the directory it was built in, so that the same source
+/// builds the same bytes anywhere: no CodeView record (lld-link's PDB reference, whose GUID, and
+/// under /Brepro the timestamp too, hashed the object files' absolute paths: a checkout built in
+/// another directory differed in 20 bytes) and no path of the checkout. (The debug directory
+/// keeps /Brepro's own entry, a hash of the content.)
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn the_uefi_program_carries_nothing_of_its_build_directory() {
+    let program = std::fs::read(test_image("efi")).unwrap();
+    assert!(!program.windows(4).any(|w| w == b"RSDS"), "a CodeView (PDB) record");
+    let root = crate::infra::files::project_root().display().to_string();
+    assert!(!program.windows(root.len()).any(|w| w == root.as_bytes()), "the path {root}");
+}
+
 /// Runs `program` with `args`, `DISK` standing for `disk`; returns what it printed (stdout and
 /// stderr), failing on a non-zero exit.
 fn partition_tool(program: &Path, args: &[&str], disk: &Path) -> String {
