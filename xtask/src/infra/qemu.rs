@@ -237,6 +237,12 @@ pub enum Boot {
 /// Guest memory OVMF needs to boot (it gives up with less than about 100 MiB).
 pub const UEFI_MEMORY_MIB: u32 = 128;
 
+/// The message as it stands on COM1 under OVMF: after the firmware's own text (and its console
+/// copy of the message), as a line of its own.
+pub fn uefi_line(message: &str) -> String {
+    format!("\r\n{message}\r\n")
+}
+
 /// The machine's firmware.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Firmware {
@@ -277,6 +283,11 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
+    /// The same VM booted by UEFI `firmware` (OVMF), with the memory OVMF needs.
+    pub fn under_uefi(self, firmware: Firmware) -> VmConfig {
+        VmConfig { firmware, memory_mib: UEFI_MEMORY_MIB, ..self }
+    }
+
     /// `image` booted as `boot` on `machine`, headless, with the accelerator [`Accel::choose`]
     /// picks.
     pub fn new(image: &Path, boot: Boot, machine: &str) -> VmConfig {

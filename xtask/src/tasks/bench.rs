@@ -156,6 +156,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     let img = artifacts::artifact_path(&images, "img");
     let [ovmf, ..] = tools::ovmf_files()?;
     let runs = if options.quick { 5 } else { 20 };
+    let uefi_line = qemu::uefi_line(DEFAULT_MESSAGE);
 
     // 1. Latency: QEMU start to the message on COM1.
     let mut latencies = Vec::new();
@@ -185,7 +186,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         // The UEFI program is measured where OVMF runs: not under this machine's nested KVM,
         // where OVMF stops with a KVM internal error before printing (see shared NOTES).
         let mut uefi = vms.pop().context("the UEFI VM")?;
-        let uefi_up = match uefi.wait_for(uefi_line().as_bytes(), UEFI_TIMEOUT) {
+        let uefi_up = match uefi.wait_for(uefi_line.as_bytes(), UEFI_TIMEOUT) {
             Ok(_) => {
                 thread::sleep(UEFI_SETTLE);
                 Ok(())
@@ -213,7 +214,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     densities.push(density("ROM", &rom_config(&rom, Accel::Tcg), b"\r\n", n, window)?);
     if !options.quick {
         let uefi = uefi_config(&img, &ovmf, Accel::Tcg);
-        densities.push(density("UEFI program", &uefi, uefi_line().as_bytes(), n, window)?);
+        densities.push(density("UEFI program", &uefi, uefi_line.as_bytes(), n, window)?);
     }
 
     // 5. Incremental `cargo xtask image`: nothing changed, then one source file touched.
@@ -260,23 +261,14 @@ fn rom_config(rom: &Path, accel: Accel) -> VmConfig {
 
 /// The UEFI program from the disk on IDE (`pc`), under OVMF.
 fn uefi_config(img: &Path, ovmf: &Path, accel: Accel) -> VmConfig {
-    VmConfig {
-        accel,
-        firmware: Firmware::Uefi { image: ovmf.to_path_buf() },
-        memory_mib: qemu::UEFI_MEMORY_MIB,
-        ..Format::Img.vm_config(img, Bus::Ide)
-    }
+    VmConfig { accel, ..Format::Img.vm_config(img, Bus::Ide) }
+        .under_uefi(Firmware::Uefi { image: ovmf.to_path_buf() })
 }
 
 /// How long OVMF may take to the UEFI program's line.
 const UEFI_TIMEOUT: Duration = Duration::from_secs(30);
 /// From the line OVMF copies off the console to the program's own, after ExitBootServices.
 const UEFI_SETTLE: Duration = Duration::from_secs(1);
-
-/// The UEFI program's line: on COM1 after OVMF's own text, a line of its own.
-fn uefi_line() -> String {
-    format!("\r\n{DEFAULT_MESSAGE}\r\n")
-}
 
 /// Why the UEFI VM never printed, for the report: QEMU's run state tells a KVM internal error
 /// (OVMF under this machine's nested KVM) from a slow or failed boot.

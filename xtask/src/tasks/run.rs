@@ -111,8 +111,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
     config.accel = accel;
     if options.uefi {
         let [image, ..] = tools::ovmf_files()?;
-        config.firmware = Firmware::Uefi { image };
-        config.memory_mib = qemu::UEFI_MEMORY_MIB;
+        config = config.under_uefi(Firmware::Uefi { image });
     }
     config.display = display.map(str::to_string);
     let how = match options.format {

@@ -39,26 +39,15 @@ fn uefi(config: VmConfig, machine: &str, pflash: bool, scratch: &Scratch) -> VmC
     } else {
         Firmware::Uefi { image: single }
     };
-    VmConfig {
-        machine: machine.into(),
-        memory_mib: qemu::UEFI_MEMORY_MIB,
-        firmware,
-        label: Some("UEFI".into()),
-        ..tcg(config)
-    }
-}
-
-/// The line on COM1 under UEFI: OVMF writes its own text there first (and its console copy of
-/// ours), so the check is that the message stands as a line of its own.
-fn uefi_line(message: &str) -> String {
-    format!("\r\n{message}\r\n")
+    VmConfig { machine: machine.into(), label: Some("UEFI".into()), ..tcg(config) }
+        .under_uefi(firmware)
 }
 
 /// Starts every config at once and waits until each has printed the message as a line of its
 /// own.
 fn boot_all_uefi(configs: &[VmConfig], message: &str) -> Vec<Vm> {
     let mut vms = qemu::start_all(configs).unwrap();
-    qemu::wait_all_for(&mut vms, uefi_line(message).as_bytes(), BOOT_TIMEOUT).unwrap();
+    qemu::wait_all_for(&mut vms, qemu::uefi_line(message).as_bytes(), BOOT_TIMEOUT).unwrap();
     vms
 }
 
