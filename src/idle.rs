@@ -43,6 +43,34 @@ pub fn forever(pm: Pm, keyboard: impl Fn() -> bool) -> ! {
     }
 }
 
+/// The core's idle loop: as [`forever`], with `asked` saying whether someone asked the VM to
+/// power off (a key, the power button) and `power_off` doing it however the machine does.
+pub fn until_asked(asked: impl Fn() -> bool, power_off: impl Fn()) -> ! {
+    loop {
+        pic::end_any_interrupt();
+        // SAFETY: as in `forever`.
+        unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        let asked = asked();
+        if echo_waiting() || asked {
+            power_off();
+        }
+    }
+}
+
+/// Echoes every byte waiting on COM1 (the UART raises its interrupt once for all of them);
+/// returns whether Ctrl-D was among them.
+pub fn echo_waiting() -> bool {
+    let mut ctrl_d = false;
+    while let Some(byte) = serial::received() {
+        if byte == CTRL_D {
+            ctrl_d = true;
+        } else {
+            serial::write(byte);
+        }
+    }
+    ctrl_d
+}
+
 /// Stops for good: interrupts off, then `hlt` (in a loop, in case an NMI wakes it).
 pub fn halt() -> ! {
     loop {

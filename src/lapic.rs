@@ -42,6 +42,28 @@ pub fn stop_timer() {
     write(TIMER_INITIAL_COUNT, 0);
 }
 
+/// Task priority register: 0 lets every vector through.
+const TPR: usize = 0x80;
+/// The local APIC's ID register: the ID in bits 24-31.
+const ID: usize = 0x20;
+
+/// Takes interrupts from the I/O APIC rather than the 8259 (which is masked): enabled, priority
+/// 0, LINT0 masked, LINT1 NMI.
+pub fn accept_io_apic() {
+    write(TPR, 0);
+    write(SVR, SVR_ENABLED);
+    write(LVT_LINT0, LVT_MASKED);
+    write(LVT_LINT1, DELIVER_NMI);
+}
+
+/// This CPU's local APIC ID: where the I/O APIC sends its interrupts.
+pub fn id() -> u8 {
+    // SAFETY: the ID register, read 32 bits at a time.
+    let value =
+        unsafe { core::ptr::with_exposed_provenance::<u32>(LAPIC_BASE + ID).read_volatile() };
+    (value >> 24) as u8
+}
+
 /// Writes a local APIC register.
 #[inline(always)]
 fn write(register: usize, value: u32) {

@@ -12,11 +12,12 @@
 /// The byte the xtask writes after the message's CR LF.
 pub const END: u8 = 0xFF;
 
-/// Bytes of the area in the UEFI program: room for any message the boot sector takes. (In the
-/// 16-bit images the area runs to what the linker script leaves.)
-#[cfg(target_os = "uefi")]
+/// Bytes of the area in the 64-bit images (the UEFI program, the PVH kernel): room for any
+/// message the boot sector takes. (In the 16-bit images the area runs to what the linker script
+/// leaves.)
+#[cfg(target_arch = "x86_64")]
 pub const ROOM: usize = 128;
-#[cfg(not(target_os = "uefi"))]
+#[cfg(not(target_arch = "x86_64"))]
 const ROOM: usize = 15;
 
 /// The default message, with the line ending and the end mark the xtask also writes.

@@ -109,6 +109,18 @@ pub fn end_any_interrupt() {
     };
 }
 
+/// Where the I/O APIC delivers instead (the PVH image on a machine that has one): initialises
+/// both PICs with `vectors` (so that a stray interrupt lands on no exception vector) and masks
+/// every line.
+pub fn disable(vectors: [u8; 2]) {
+    wait_for_events(vectors, crate::acpi::NO_SCI);
+    // SAFETY: OCW1 to both PICs: every line masked.
+    unsafe {
+        outb(MASTER_DATA, 0xFF);
+        outb(SLAVE_DATA, 0xFF);
+    }
+}
+
 /// Without a BIOS (the ROM, and the UEFI program once boot services are gone): initialises both
 /// PICs with the master's and the slave's vector bases, in auto-EOI mode (handlers need no end of
 /// interrupt), and opens only the lines the VM answers, the SCI on line `sci` (`Pm::sci`).

@@ -12,7 +12,7 @@ use sha2::Digest;
 
 use crate::domain::formats::{self, DISK_SIZE, Format};
 use crate::domain::image::{self, Image, SECTOR_SIZE, thousands};
-use crate::domain::{container_disk, efi, fat, gpt, iso, reproducible, vmdk};
+use crate::domain::{container_disk, efi, fat, gpt, iso, pvh, reproducible, vmdk};
 use crate::infra::cargo;
 use crate::infra::files::{self, Scratch};
 use crate::infra::tools::{self, Tool};
@@ -52,6 +52,8 @@ pub struct Built {
     pub sector: Image,
     /// The UEFI program's size.
     pub efi_bytes: usize,
+    /// The PVH kernel's size.
+    pub pvh_bytes: usize,
     /// Each format with its file, in the order of [`Format::ALL`].
     pub artifacts: Vec<(Format, PathBuf)>,
     pub dir: PathBuf,
@@ -80,6 +82,9 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     let mut efi = Image::efi_from_pe(pe).with_context(|| format!("{}", elfs.efi.display()))?;
     efi.set_message(&options.message)?;
     efi::check_size(&efi.bytes)?;
+    let elf = fs::read(&elfs.pvh).with_context(|| format!("reading {}", elfs.pvh.display()))?;
+    let mut kernel = Image::pvh_from_elf(elf).with_context(|| format!("{}", elfs.pvh.display()))?;
+    kernel.set_message(&options.message)?;
     // Every disk's content: the GUIDs and the volume ID come from what the disk carries.
     let seed: [u8; 32] =
         sha2::Sha256::new().chain_update(&sector.bytes).chain_update(&efi.bytes).finalize().into();
@@ -115,6 +120,7 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
                 }
                 Format::Rom => write(&path, &rom.bytes)?,
                 Format::Efi => write(&path, &efi.bytes)?,
+                Format::Pvh => write(&path, &kernel.bytes)?,
                 Format::Vmdk => {
                     let disk = disk(DISK_SIZE)?;
                     let digest: [u8; 32] = sha2::Sha256::digest(&disk).into();
@@ -158,7 +164,13 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
         None => error,
     })?;
     files::replace_dir(staging.path(), dir)?;
-    Ok(Built { sector, efi_bytes: efi.bytes.len(), artifacts, dir: dir.to_path_buf() })
+    Ok(Built {
+        sector,
+        efi_bytes: efi.bytes.len(),
+        pvh_bytes: kernel.bytes.len(),
+        artifacts,
+        dir: dir.to_path_buf(),
+    })
 }
 
 /// Converts the raw `disk` with qemu-img into `format` at `path`, and makes the result
@@ -239,6 +251,11 @@ impl Built {
             "UEFI program (BOOTX64.EFI): {} bytes (limit {})\n",
             thousands(self.efi_bytes as u64),
             thousands(efi::SIZE_LIMIT as u64)
+        );
+        out += &format!(
+            "PVH kernel (512-byte-vm.pvh): {} bytes (target {})\n",
+            thousands(self.pvh_bytes as u64),
+            thousands(pvh::SIZE_TARGET as u64)
         );
         out += &format!("{:<32} {:>11}  {:>15}\n", "artifact", "bytes", "original bundle");
         for (format, path) in &self.artifacts {

@@ -43,11 +43,14 @@ pub enum Format {
     Efi,
     /// A KubeVirt containerDisk: an OCI image archive holding the qcow2.
     ContainerDisk,
+    /// The PVH kernel: an ELF that VMMs boot directly (QEMU `-kernel`, `microvm`, Cloud
+    /// Hypervisor, Firecracker).
+    Pvh,
 }
 
 impl Format {
     /// Every format, in the order `all` builds them.
-    pub const ALL: [Format; 10] = [
+    pub const ALL: [Format; 11] = [
         Format::Raw,
         Format::Img,
         Format::Qcow2,
@@ -58,6 +61,7 @@ impl Format {
         Format::Rom,
         Format::Efi,
         Format::ContainerDisk,
+        Format::Pvh,
     ];
 
     /// The name on the command line, and the file extension.
@@ -73,6 +77,7 @@ impl Format {
             Format::Rom => "rom",
             Format::Efi => "efi",
             Format::ContainerDisk => "containerdisk",
+            Format::Pvh => "pvh",
         }
     }
 
@@ -89,6 +94,7 @@ impl Format {
             Format::Rom => "64 KiB firmware started at the reset vector",
             Format::Efi => "the UEFI program alone (BOOTX64.EFI)",
             Format::ContainerDisk => "KubeVirt containerDisk: OCI archive of the qcow2",
+            Format::Pvh => "PVH kernel (ELF): -kernel, microvm, CH, Firecracker",
         }
     }
 
@@ -120,7 +126,8 @@ impl Format {
             | Format::Iso
             | Format::Rom
             | Format::Efi
-            | Format::ContainerDisk => {
+            | Format::ContainerDisk
+            | Format::Pvh => {
                 return None;
             }
         })
@@ -136,6 +143,7 @@ impl Format {
             Format::Vhd => "vpc",
             Format::Iso => return Boot::Cdrom { bus },
             Format::Rom => return Boot::Bios,
+            Format::Pvh => return Boot::Kernel,
             Format::Efi | Format::ContainerDisk => {
                 unreachable!("no disk (refused before)")
             }
@@ -149,7 +157,7 @@ impl Format {
             Format::Raw => Some(512),
             Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi => Some(DISK_SIZE),
             Format::Vhd => Some(VHD_SIZE),
-            Format::Iso | Format::Rom | Format::Efi | Format::ContainerDisk => None,
+            Format::Iso | Format::Rom | Format::Efi | Format::ContainerDisk | Format::Pvh => None,
         }
     }
 
@@ -162,15 +170,16 @@ impl Format {
             Format::Raw => &[Bus::Ide, Bus::Floppy],
             Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi | Format::Vhd => &Bus::ALL,
             Format::Iso => &Bus::CD_DRIVES,
-            Format::Rom | Format::Efi | Format::ContainerDisk => &[],
+            Format::Rom | Format::Efi | Format::ContainerDisk | Format::Pvh => &[],
         }
     }
 
     /// The QEMU set-up that boots this artifact at `image` from `bus`, on the machine whose
-    /// controller that is; the ROM as `-bios` on `pc`.
+    /// controller that is; the ROM as `-bios` on `pc`; the PVH kernel as `-kernel` on `microvm`.
     pub fn vm_config(self, image: &Path, bus: Bus) -> VmConfig {
         match self {
             Format::Rom => VmConfig::new(image, Boot::Bios, "pc"),
+            Format::Pvh => VmConfig::new(image, Boot::Kernel, "microvm"),
             _ => VmConfig::new(image, self.boot(bus), bus.machine()),
         }
     }
@@ -184,7 +193,9 @@ impl Format {
             Format::Vdi => 1_049_600,
             Format::Vhd => 2_100_224,
             Format::Iso => 1_835_008,
-            Format::Img | Format::Rom | Format::Efi | Format::ContainerDisk => return None,
+            Format::Img | Format::Rom | Format::Efi | Format::ContainerDisk | Format::Pvh => {
+                return None;
+            }
         })
     }
 
@@ -236,7 +247,7 @@ pub fn convert(qemu_img: &Path, format: Format, input: &Path, output: &Path) -> 
     Ok(())
 }
 
-/// "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, efi, containerdisk, or all".
+/// "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, efi, containerdisk, pvh, or all".
 pub fn valid_list() -> String {
     let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
     format!("{}, or all", names.join(", "))
@@ -262,7 +273,9 @@ mod tests {
         let error = Format::parse_list("raw,vhdx").unwrap_err().to_string();
         assert!(error.contains("unknown format `vhdx`"), "{error}");
         assert!(
-            error.contains("raw, img, qcow2, vmdk, vdi, vhd, iso, rom, efi, containerdisk, or all"),
+            error.contains(
+                "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, efi, containerdisk, pvh, or all"
+            ),
             "{error}"
         );
         assert!(Format::parse_list("raw,,iso").is_err());

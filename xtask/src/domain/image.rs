@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::domain::{efi, elf, gpt};
+use crate::domain::{efi, elf, gpt, pvh};
 
 /// The message a plain build prints.
 pub const DEFAULT_MESSAGE: &str = "Hello World!";
@@ -79,6 +79,17 @@ impl Image {
     pub fn efi_from_pe(pe: Vec<u8>) -> Result<Image> {
         let area = efi::message_area(&pe)?;
         Ok(Image { message_start: area.start, message_end: area.end, bytes: pe, reserved: vec![] })
+    }
+
+    /// Reads the PVH kernel (an ELF64 file): its message area is its `.message` section.
+    pub fn pvh_from_elf(elf: Vec<u8>) -> Result<Image> {
+        let kernel = pvh::read(&elf)?;
+        Ok(Image {
+            message_start: kernel.message.start,
+            message_end: kernel.message.end,
+            bytes: elf,
+            reserved: vec![],
+        })
     }
 
     /// Bytes of code (and constants) in front of the message.

@@ -10,5 +10,6 @@ pub mod gpt;
 pub mod image;
 pub mod instructions;
 pub mod iso;
+pub mod pvh;
 pub mod reproducible;
 pub mod vmdk;

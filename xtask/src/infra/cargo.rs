@@ -19,12 +19,22 @@ const TARGET_SPEC: &str = "i386-code16-boot-sector.json";
 /// `rustup target add` needed, and `core` gets the size-tuned profile too).
 const UEFI_TARGET: &str = "x86_64-unknown-uefi";
 
+/// The PVH kernel's target: bare-metal x86-64, built from source like the others.
+const PVH_TARGET: &str = "x86_64-unknown-none";
+/// Its code linked where it runs (1 MiB, `pvh.ld`), not position-independent: the stub and the
+/// core run before anything could relocate them. Set for this target's crates only (`core`
+/// too), in this cargo invocation's environment.
+const PVH_RUSTFLAGS: (&str, &str) =
+    ("CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS", "-C relocation-model=static");
+
 /// The linked files of the images, as cargo leaves them.
 pub struct Elfs {
     pub boot_sector: PathBuf,
     pub rom: PathBuf,
     /// The UEFI program, a PE32+ file.
     pub efi: PathBuf,
+    /// The PVH kernel, an ELF64 file.
+    pub pvh: PathBuf,
 }
 
 /// The cargo that runs this xtask (`$CARGO`), so the pinned toolchain builds the boot sector too.
@@ -60,13 +70,14 @@ fn crate_cargo(subcommand: &str, target: &str) -> Command {
 /// Builds the images' ELF files in the size-tuned release profile and returns where they are.
 pub fn build_elfs() -> Result<Elfs> {
     const BUILD_STD: [&str; 2] = ["-Zbuild-std=core", "-Zbuild-std-features=compiler-builtins-mem"];
-    let builds: [(Command, &[&str], &str); 2] = [
+    let builds: [(Command, &[&str], &str); 3] = [
         (
             boot_crate_cargo("build"),
             &["--bin", "boot-sector", "--bin", "rom"],
             "boot sector and ROM",
         ),
         (crate_cargo("build", UEFI_TARGET), &["--bin", "efi"], "UEFI program"),
+        (pvh_cargo("build"), &["--bin", "pvh"], "PVH kernel"),
     ];
     for (mut command, bins, what) in builds {
         let status = process::status(command.args(bins).args(BUILD_STD))
@@ -79,13 +90,23 @@ pub fn build_elfs() -> Result<Elfs> {
         boot_sector: elf_dir().join("boot-sector"),
         rom: elf_dir().join("rom"),
         efi: target_dir().join(UEFI_TARGET).join("release").join("efi.efi"),
+        pvh: target_dir().join(PVH_TARGET).join("release").join("pvh"),
     })
+}
+
+/// A cargo command for the boot-sector crate on the PVH kernel's target.
+fn pvh_cargo(subcommand: &str) -> Command {
+    let mut command = crate_cargo(subcommand, PVH_TARGET);
+    command.env(PVH_RUSTFLAGS.0, PVH_RUSTFLAGS.1);
+    command
 }
 
 /// Removes the boot-sector crate's build output (not `core`'s), so that the next build starts
 /// from its sources.
 pub fn clean_boot_crate() -> Result<()> {
-    for mut command in [boot_crate_cargo("clean"), crate_cargo("clean", UEFI_TARGET)] {
+    for mut command in
+        [boot_crate_cargo("clean"), crate_cargo("clean", UEFI_TARGET), pvh_cargo("clean")]
+    {
         let status = process::status(command.arg("--quiet")).context("running cargo clean")?;
         if !status.success() {
             bail!("cargo clean of the boot-sector crate failed ({status})");

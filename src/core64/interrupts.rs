@@ -2,14 +2,20 @@
 //! live in memory it no longer owns, and its timer driver is stopped.
 //!
 //! 256 gates (Intel SDM vol. 3, 6.14.1): the 32 exception vectors go to a handler that halts,
-//! the rest (the 8259s' IRQs at `pic::LONG_MODE_VECTORS`, spurious vectors) to a bare `iretq`.
+//! NMI and the local APIC's spurious vector to a bare `iretq`, the rest (the 8259s' IRQs at
+//! `pic::LONG_MODE_VECTORS`, the I/O APIC's at [`IO_APIC_VECTORS`]) to one that ends the
+//! interrupt at the local APIC and returns.
 
 use core::arch::asm;
 
+core::arch::global_asm!(include_str!("../asm/core64.s"));
+
 unsafe extern "C" {
-    /// `asm/efi.s`: `iretq`.
+    /// `asm/core64.s`: `iretq`.
     fn vm512_interrupt_return();
-    /// `asm/efi.s`: `cli; hlt` forever.
+    /// `asm/core64.s`: EOI at the local APIC, `iretq`.
+    fn vm512_interrupt_end();
+    /// `asm/core64.s`: `cli; hlt` forever.
     fn vm512_exception_halt();
 }
 
@@ -17,6 +23,10 @@ unsafe extern "C" {
 const EXCEPTIONS: usize = 32;
 /// NMI: an event, not an error; returned from like an interrupt.
 const NMI: usize = 2;
+/// The local APIC's spurious vector (`lapic::SVR_ENABLED`): never ended.
+const SPURIOUS: usize = 0xFF;
+/// Where the I/O APIC's inputs are sent: one vector each from here, above the 8259s'.
+pub const IO_APIC_VECTORS: u8 = 0x40;
 /// Gate type and attributes: present (bit 7), DPL 0, type 0xE (64-bit interrupt gate: IF is
 /// cleared on entry).
 const INTERRUPT_GATE: u8 = 0x8E;
@@ -59,7 +69,8 @@ struct Pointer {
     base: u64,
 }
 
-/// Fills the table and loads it. Interrupts must be off (they are after ExitBootServices).
+/// Fills the table and loads it. Interrupts must be off (they are after ExitBootServices and
+/// at the PVH entry).
 pub fn install() {
     let selector: u16;
     // SAFETY: reads CS, the code segment the firmware runs us in; its GDT stays where it is.
@@ -68,9 +79,9 @@ pub fn install() {
     let idt = unsafe { &mut *(&raw mut IDT) };
     for (vector, gate) in idt.iter_mut().enumerate() {
         let handler = match vector {
-            NMI => vm512_interrupt_return as *const () as usize,
+            NMI | SPURIOUS => vm512_interrupt_return as *const () as usize,
             v if v < EXCEPTIONS => vm512_exception_halt as *const () as usize,
-            _ => vm512_interrupt_return as *const () as usize,
+            _ => vm512_interrupt_end as *const () as usize,
         };
         *gate = Gate {
             offset_low: handler as u16,

@@ -4,6 +4,9 @@
 //! control block holds PM1_CNT. The boot sector finds them in the ACPI tables the BIOS left
 //! (RSDP, then RSDT or XSDT, then the FADT), the ROM by switching the chipset's PM I/O on itself.
 
+pub mod aml;
+pub mod tables;
+
 use crate::port::outw;
 
 /// PM1_STS / PM1_EN bit 8: the power button (status latches only while it is enabled).

@@ -1,0 +1,153 @@
+//! The 64-bit core: the machine-owning part of every 64-bit image. Each entry is thin and says
+//! only what its firmware left (where the RSDP is), then hands over here:
+//!
+//! - the UEFI program (`src/efi/`), after ExitBootServices;
+//! - the PVH kernel (`src/pvh/`), after its long-mode stub.
+//!
+//! The core prints the message on COM1, installs its interrupt table, stops every timer, wires
+//! up the interrupts it answers (the keyboard, COM1, and the ACPI power button's SCI or Generic
+//! Event Device) and sleeps in `hlt` until one of them comes: a byte on COM1 is echoed; the
+//! power button, a key or Ctrl-D powers the VM off.
+//!
+//! How much machine it handles is the entry's choice ([`Reach`]): the classic UEFI program,
+//! which must stay within 4 KiB, takes the PC's fixed hardware (8259s, PM1a registers); the PVH
+//! kernel runs on any VMM and reads the MADT (I/O APIC), the hardware-reduced FADT and the DSDT
+//! (the GED) too, and resets where ACPI gives no way to power off. The entry also says how a
+//! device register beyond what it mapped becomes reachable ([`Reach::map_device`]).
+
+pub mod interrupts;
+mod power;
+
+use crate::acpi::tables::{self, Madt};
+use crate::acpi::{self, NO_PM};
+use crate::ioapic::IoApic;
+use crate::{idle, keyboard, lapic, message, pic, pit, serial};
+
+/// How much of the machine the core handles, and how it reaches device registers.
+pub trait Reach {
+    /// Reads the MADT, the DSDT and the hardware-reduced FADT; routes through the I/O APIC;
+    /// resets where there is no ACPI power-off. `false`: the PC's fixed hardware only.
+    const ANY_MACHINE: bool;
+
+    /// Makes the memory-mapped register at `address` reachable (identity mapped); `false` where
+    /// it cannot be. Every entry maps the first 4 GiB.
+    fn map_device(address: u64) -> bool {
+        address < 1 << 32
+    }
+}
+
+/// The PC's fixed hardware (the classic UEFI program).
+pub struct Pc;
+impl Reach for Pc {
+    const ANY_MACHINE: bool = false;
+}
+
+/// The machine is the caller's alone (no firmware services, interrupts off): takes it over and
+/// never returns. `rsdp` is where the ACPI tables start, if the firmware said.
+pub fn run<R: Reach>(rsdp: Option<u64>) -> ! {
+    // COM1 gets the line, standing on its own after whatever the firmware wrote there.
+    serial::init();
+    serial::write(b'\r');
+    serial::write(b'\n');
+    message::for_each_byte(serial::write);
+    interrupts::install();
+    lapic::stop_timer();
+    pit::stop();
+    if !R::ANY_MACHINE {
+        let pm = match rsdp.and_then(|rsdp| u32::try_from(rsdp).ok()) {
+            Some(rsdp) => acpi::pm_from_rsdp(rsdp),
+            None => NO_PM,
+        };
+        pic::wait_for_events(pic::LONG_MODE_VECTORS, pm.sci);
+        lapic::pass_through_8259();
+        keyboard::discard_pending();
+        idle::forever(pm, keyboard::key_waiting)
+    }
+    let tables = rsdp.map(power::Tables::read).unwrap_or_default();
+    let power = power::Power::new(&tables, R::map_device);
+    match tables.madt.as_ref().filter(|madt| has_io_apic(madt)) {
+        Some(madt) => route_through_io_apic(madt, &power),
+        None => {
+            // No I/O APIC named (no ACPI: QEMU `microvm,acpi=off`): the 8259s, as a BIOS leaves
+            // them.
+            pic::wait_for_events(pic::LONG_MODE_VECTORS, power.sci_irq());
+            lapic::pass_through_8259();
+        }
+    }
+    keyboard::discard_pending();
+    // An I/O APIC input drops an edge that comes while it is masked: bytes typed before COM1's
+    // was routed would hold the UART's line high, and no interrupt would ever come. Answer them
+    // now; from here on each new byte raises the line afresh.
+    if idle::echo_waiting() {
+        power.power_off();
+    }
+    idle::until_asked(|| keyboard::key_waiting() || power.button_pressed(), || power.power_off())
+}
+
+/// Whether the MADT names an I/O APIC that answers.
+fn has_io_apic(madt: &Madt) -> bool {
+    madt.io_apics.iter().flatten().any(|apic| IoApic::at(apic.address).is_some())
+}
+
+/// The ISA IRQs the VM answers: the keyboard and COM1.
+const KEYBOARD_IRQ: u8 = 1;
+const COM1_IRQ: u8 = 4;
+
+/// Masks the 8259s (where there are any) and every I/O APIC input, then sends the keyboard, COM1
+/// and the power button's interrupt (the SCI, or the GED's) through the I/O APICs to this CPU.
+fn route_through_io_apic(madt: &Madt, power: &power::Power) {
+    pic::disable(pic::LONG_MODE_VECTORS);
+    lapic::accept_io_apic();
+    for apic in madt.io_apics.iter().flatten() {
+        if let Some(apic) = IoApic::at(apic.address) {
+            apic.mask_all();
+        }
+    }
+    let destination = lapic::id();
+    let route = |gsi: u32, level: bool, active_low: bool| {
+        let Some((apic, input)) = madt.io_apic_for(gsi) else { return };
+        let Some(apic) = IoApic::at(apic.address) else { return };
+        let vector = interrupts::IO_APIC_VECTORS + (gsi as u8 & 0x7F);
+        apic.route(input, vector, level, active_low, destination);
+    };
+    for irq in [KEYBOARD_IRQ, COM1_IRQ] {
+        let (gsi, level, active_low) = madt.isa_irq(irq);
+        route(gsi, level, active_low);
+    }
+    if let Some(sci) = power.sci_interrupt() {
+        // SCI_INT: an ISA IRQ below 16, mapped through its override where there is one; else
+        // (and by default) level triggered, active low, shareable (ACPI 6.5, 5.2.12.5).
+        let overridden = madt.overrides.iter().flatten().any(|o| u16::from(o.irq) == sci);
+        let (gsi, level, active_low) = match overridden {
+            true => madt.isa_irq(sci as u8),
+            false => (u32::from(sci), true, true),
+        };
+        route(gsi, level, active_low);
+    }
+    if let Some(interrupt) = power.ged_interrupt() {
+        route(interrupt.gsi, interrupt.level, interrupt.active_low);
+    }
+}
+
+/// The most bytes of one ACPI table the core looks at (a VM's DSDT is a few KiB).
+const MAX_TABLE: usize = 1 << 20;
+
+/// `length` bytes of physical memory at `address`: identity mapped below 4 GiB by every entry
+/// (UEFI maps all memory one to one; the PVH stub maps the first 4 GiB).
+fn physical(address: u64, length: usize) -> Option<&'static [u8]> {
+    let end = address.checked_add(length as u64)?;
+    if address == 0 || end > 1 << 32 {
+        return None;
+    }
+    // SAFETY: firmware tables in mapped memory, read only; nothing writes them.
+    Some(unsafe {
+        core::slice::from_raw_parts(core::ptr::with_exposed_provenance(address as usize), length)
+    })
+}
+
+/// The ACPI table at `address`, its length read from its header and its checksum checked.
+fn table(address: u64) -> Option<&'static [u8]> {
+    let length = tables::length(physical(address, tables::HEADER)?)?;
+    let table = physical(address, length.min(MAX_TABLE))?;
+    tables::checksum_ok(table).then_some(table)
+}
