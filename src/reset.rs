@@ -26,8 +26,10 @@ pub fn reset() -> ! {
     triple_fault()
 }
 
-/// An empty interrupt table, then an exception: it cannot be delivered, nor can the double fault
-/// that follows, and the CPU shuts down (a reset, on a PC).
+/// An empty interrupt table, then an exception (UD2's invalid opcode: a fault, which every
+/// hypervisor delivers as such; an `int3` under an empty table stopped this machine's KVM with an
+/// internal error instead): it cannot be delivered, nor can the double fault that follows, and
+/// the CPU shuts down (a reset, on a PC).
 fn triple_fault() -> ! {
     /// The LIDT operand: limit 0, base 0.
     #[repr(C, packed)]
@@ -38,7 +40,7 @@ fn triple_fault() -> ! {
     let empty = Empty { limit: 0, base: 0 };
     // SAFETY: the machine stops here; nothing runs after.
     unsafe {
-        asm!("lidt [{0}]", "int3", in(reg) &raw const empty, options(readonly, nostack));
+        asm!("lidt [{0}]", "ud2", in(reg) &raw const empty, options(readonly, nostack));
     }
     crate::idle::halt()
 }

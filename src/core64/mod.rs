@@ -76,9 +76,10 @@ pub fn run<R: Reach>(rsdp: Option<u64>) -> ! {
     }
     keyboard::discard_pending();
     // An I/O APIC input drops an edge that comes while it is masked: bytes typed before COM1's
-    // was routed would hold the UART's line high, and no interrupt would ever come. Answer them
-    // now; from here on each new byte raises the line afresh.
-    if idle::echo_waiting() {
+    // input was routed would hold the UART's line high, and no interrupt would ever come; a
+    // press of the GED's power button would wait unseen in its register. Look once before the
+    // first sleep; from here on each event raises its line afresh.
+    if idle::echo_waiting() | power.button_pressed() {
         power.power_off();
     }
     idle::until_asked(|| keyboard::key_waiting() || power.button_pressed(), || power.power_off())

@@ -10,7 +10,7 @@ use crate::domain::formats::Format;
 use crate::domain::image::DEFAULT_MESSAGE;
 use crate::infra::qemu::Bus;
 use crate::tasks::bench::{BenchOptions, DEFAULT_VMS};
-use crate::tasks::run::RunOptions;
+use crate::tasks::run::{RunOptions, Vmm};
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
@@ -38,6 +38,9 @@ pub struct Flags {
 }
 
 const COMMANDS: [&str; 6] = ["image", "run", "test", "disasm", "bench", "help"];
+
+/// The QEMU machines `run --machine` boots the PVH kernel on.
+pub const PVH_MACHINES: [&str; 3] = ["microvm", "pc", "q35"];
 
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
     use lexopt::prelude::*;
@@ -69,6 +72,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
     let mut rom = false;
     let mut bus = None;
     let mut uefi = false;
+    let mut machine = None;
+    let mut vmm = Vmm::Qemu;
     let mut bench = BenchOptions::default();
     let mut no_install = false;
     let mut topic = None;
@@ -103,6 +108,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
                 })?);
             }
             Long("uefi") if command == "run" => uefi = true,
+            Long("machine") if command == "run" => {
+                let name = option_value(&mut parser, "--machine")?.string()?;
+                if !PVH_MACHINES.contains(&name.as_str()) {
+                    bail!("unknown machine `{name}`; valid machines: {}", PVH_MACHINES.join(", "));
+                }
+                machine = Some(name);
+            }
+            Long("vmm") if command == "run" => {
+                let name = option_value(&mut parser, "--vmm")?.string()?;
+                vmm = Vmm::parse(&name)?;
+            }
             Value(name) if command == "test" && filter.is_none() => filter = Some(name.string()?),
             Long("quick") if command == "bench" => bench.quick = true,
             Long("vms") if command == "bench" => {
@@ -133,7 +149,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
             if image.formats.len() != 1 {
                 bail!("`run` boots one format; got `{}`: pick one", format_lists.join("` and `"));
             }
-            Command::Run(RunOptions { format: image.formats[0], message: image.message, bus, uefi })
+            Command::Run(RunOptions {
+                format: image.formats[0],
+                message: image.message,
+                bus,
+                uefi,
+                machine,
+                vmm,
+            })
         }
         "test" => Command::Test { filter },
         "disasm" => Command::Disasm { rom },
@@ -235,6 +258,9 @@ OPTIONS:
                         usb-ehci, floppy [default: ide]; not for rom, which is firmware
     --uefi              Boot under UEFI firmware (OVMF) instead of SeaBIOS: every disk
                         format but raw, and the iso
+    --machine MACHINE   For pvh: the QEMU machine, microvm, pc or q35 [default: microvm]
+    --vmm VMM           For pvh: qemu, cloud-hypervisor or firecracker (found on PATH;
+                        they need /dev/kvm) [default: qemu]
 {no_install}
 
 {}",
@@ -289,6 +315,7 @@ fn formats_table() -> String {
         let buses = match (format, format.buses()) {
             (Format::Rom, _) => "none: booted as -bios".to_string(),
             (Format::Efi, _) => "none: copy it into an ESP".to_string(),
+            (Format::Pvh, _) => "none: a kernel (run --machine, --vmm)".to_string(),
             (_, []) => "none: push it to a registry".to_string(),
             (_, all) if all == Bus::ALL => "every bus".to_string(),
             (_, cd) if cd == Bus::CD_DRIVES => "every bus with a CD drive".to_string(),
@@ -385,6 +412,19 @@ mod tests {
         );
         assert!(error(&["run", "--format", "raw,iso"]).contains("boots one format"));
         assert!(error(&["run", "--format", "raw", "--format", "iso"]).contains("boots one format"));
+    }
+
+    #[test]
+    fn run_takes_a_machine_and_a_vmm_for_the_kernel() {
+        let Command::Run(options) =
+            parse_str(&["run", "-f", "pvh", "--machine", "q35", "--vmm", "firecracker"]).unwrap()
+        else {
+            panic!("not a run command");
+        };
+        assert_eq!(options.machine.as_deref(), Some("q35"));
+        assert_eq!(options.vmm, Vmm::Firecracker);
+        assert!(error(&["run", "--machine", "isapc"]).contains("valid machines: microvm, pc, q35"));
+        assert!(error(&["run", "--vmm", "xen"]).contains("qemu, cloud-hypervisor, firecracker"));
     }
 
     #[test]

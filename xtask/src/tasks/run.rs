@@ -31,6 +31,40 @@ pub struct RunOptions {
     pub bus: Option<Bus>,
     /// Boot under OVMF (UEFI) rather than SeaBIOS.
     pub uefi: bool,
+    /// The QEMU machine for the PVH kernel; `None`: `microvm`.
+    pub machine: Option<String>,
+    /// The VMM that boots the PVH kernel.
+    pub vmm: Vmm,
+}
+
+/// The VMMs `run` boots the PVH kernel with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vmm {
+    Qemu,
+    CloudHypervisor,
+    Firecracker,
+}
+
+impl Vmm {
+    pub const ALL: [Vmm; 3] = [Vmm::Qemu, Vmm::CloudHypervisor, Vmm::Firecracker];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Vmm::Qemu => "qemu",
+            Vmm::CloudHypervisor => "cloud-hypervisor",
+            Vmm::Firecracker => "firecracker",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Vmm> {
+        match Vmm::ALL.into_iter().find(|vmm| vmm.name() == name) {
+            Some(vmm) => Ok(vmm),
+            None => {
+                let names: Vec<_> = Vmm::ALL.iter().map(|v| v.name()).collect();
+                bail!("unknown VMM `{name}`; valid VMMs: {}", names.join(", "))
+            }
+        }
+    }
 }
 
 impl RunOptions {
@@ -54,6 +88,21 @@ impl RunOptions {
                 }
             );
         }
+        if format != Format::Pvh && (self.machine.is_some() || self.vmm != Vmm::Qemu) {
+            bail!(
+                "--machine and --vmm choose where the PVH kernel boots; {} boots on the machine \
+                 its bus gives (see --bus): run --format pvh, or leave them out",
+                format.name()
+            );
+        }
+        if format == Format::Pvh && self.uefi {
+            bail!(
+                "pvh is a kernel the VMM enters directly, with no firmware to choose: leave out --uefi"
+            );
+        }
+        if format == Format::Pvh && self.vmm != Vmm::Qemu && self.machine.is_some() {
+            bail!("--machine picks a QEMU machine; {} has its own: leave it out", self.vmm.name());
+        }
         if format == Format::Efi {
             bail!(
                 "efi is the UEFI program alone, for an EFI System Partition of your own; every \
@@ -67,6 +116,11 @@ impl RunOptions {
         let fix = match format {
             Format::Rom => bail!(
                 "rom is firmware: QEMU runs it as -bios, from no disk bus; leave out --bus {}",
+                bus.name()
+            ),
+            Format::Pvh => bail!(
+                "pvh is a kernel the VMM loads itself, from no disk bus; leave out --bus {} (use \
+                 --machine or --vmm)",
                 bus.name()
             ),
             Format::Raw => format!(
@@ -320,9 +374,16 @@ mod tests {
     use super::*;
 
     fn bus_for(format: Format, bus: Option<Bus>) -> Result<Bus, String> {
-        RunOptions { format, message: String::new(), bus, uefi: false }
-            .bus()
-            .map_err(|e| e.to_string())
+        RunOptions {
+            format,
+            message: String::new(),
+            bus,
+            uefi: false,
+            machine: None,
+            vmm: Vmm::Qemu,
+        }
+        .bus()
+        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -346,7 +407,14 @@ mod tests {
 
     #[test]
     fn under_uefi_the_bios_only_formats_are_refused() {
-        let uefi = |format| RunOptions { format, message: String::new(), bus: None, uefi: true };
+        let uefi = |format| RunOptions {
+            format,
+            message: String::new(),
+            bus: None,
+            uefi: true,
+            machine: None,
+            vmm: Vmm::Qemu,
+        };
         for format in [Format::Raw, Format::Rom] {
             let error = uefi(format).bus().unwrap_err().to_string();
             assert!(error.contains("BIOS only") && error.contains("--format img"), "{error}");

@@ -5,5 +5,6 @@ mod acpi;
 mod boot;
 mod harness;
 mod platforms;
+mod pvh;
 mod robustness;
 mod uefi;
