@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use crate::domain::artifacts::{self, ImageOptions};
 use crate::domain::formats::Format;
 use crate::domain::image::{self, DEFAULT_MESSAGE, thousands};
+use crate::domain::pvh;
 use crate::infra::files::{project_root, target_dir};
 use crate::infra::process;
 use crate::infra::qemu::{self, Accel, Bus, Firmware, IdleCost, Vm, VmConfig, cpu_shares};
@@ -99,6 +100,29 @@ impl Idle {
             && image.wakeups <= self.paused.wakeups + IDLE_WAKEUP_MARGIN
     }
 }
+
+/// The PVH kernel under one accelerator: QEMU start to the line on `microvm` (its own firmware)
+/// and on `pc` (SeaBIOS first), beside a stub that prints with its first instructions on
+/// `microvm` (the floor: QEMU's own start-up); and its idle cost beside a paused microvm.
+struct Kernel {
+    accel: Accel,
+    microvm: Stats,
+    pc: Stats,
+    stub: Stats,
+    idle_microvm: IdleCost,
+    idle_pc: IdleCost,
+    paused: IdleCost,
+}
+
+impl Kernel {
+    /// The kernel's median on microvm over the stub's.
+    fn ratio(&self) -> f64 {
+        self.microvm.median.as_secs_f64() / self.stub.median.as_secs_f64()
+    }
+}
+
+/// The PVH kernel on microvm within this factor of the first-instruction stub.
+const KERNEL_RATIO_TARGET: f64 = 1.2;
 
 /// N VMs at once.
 struct Density {
@@ -206,12 +230,50 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         });
     }
 
-    // 3. Density: N VMs started at once, under TCG (the accelerator every host has).
+    // 3. The PVH kernel: latency against the stub, and idle, under each accelerator.
+    let kernel = artifacts::artifact_path(&images, "pvh");
+    let stub = out_dir.join("first-instruction-stub.pvh");
+    fs::create_dir_all(&out_dir)?;
+    fs::write(&stub, pvh::first_instruction_stub(uefi_line.as_bytes()))?;
+    let mut kernels = Vec::new();
+    for accel in qemu::available_accels() {
+        let pc_runs = if options.quick && accel == Accel::Kvm { 3 } else { runs };
+        println!(
+            "PVH kernel under {}: {runs} boots on microvm (and of the stub), {pc_runs} on pc",
+            accel.name()
+        );
+        let on = |path: &Path, machine: &str| VmConfig {
+            accel,
+            machine: machine.into(),
+            ..Format::Pvh.vm_config(path, Bus::Ide)
+        };
+        let line = uefi_line.as_bytes();
+        let microvm = Stats::of(&boot_times_to(&on(&kernel, "microvm"), line, runs)?);
+        let stub = Stats::of(&boot_times_to(&on(&stub, "microvm"), line, runs)?);
+        let pc = Stats::of(&boot_times_to(&on(&kernel, "pc"), line, pc_runs)?);
+        let paused = VmConfig { extra: vec!["-S".into()], ..on(&kernel, "microvm") };
+        let mut vms = qemu::start_all(&[on(&kernel, "microvm"), on(&kernel, "pc"), paused])?;
+        qemu::wait_all_for(&mut vms[..2], line, BOOT_TIMEOUT)?;
+        let costs = qemu::idle_costs(&mut vms, window)?;
+        kernels.push(Kernel {
+            accel,
+            microvm,
+            pc,
+            stub,
+            idle_microvm: costs[0],
+            idle_pc: costs[1],
+            paused: costs[2],
+        });
+    }
+
+    // 4. Density: N VMs started at once, under TCG (the accelerator every host has).
     let mut densities = Vec::new();
     let n = options.vms;
     println!("density: {n} VMs at once (tcg), boot sector, ROM, then (not --quick) UEFI");
     densities.push(density("boot sector", &sector_config(&raw, Accel::Tcg), b"\r\n", n, window)?);
     densities.push(density("ROM", &rom_config(&rom, Accel::Tcg), b"\r\n", n, window)?);
+    let on_microvm = VmConfig { accel: Accel::Tcg, ..Format::Pvh.vm_config(&kernel, Bus::Ide) };
+    densities.push(density("PVH kernel (microvm)", &on_microvm, uefi_line.as_bytes(), n, window)?);
     if !options.quick {
         let uefi = uefi_config(&img, &ovmf, Accel::Tcg);
         densities.push(density("UEFI program", &uefi, uefi_line.as_bytes(), n, window)?);
@@ -229,6 +291,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         machine,
         latencies,
         idle,
+        kernels,
         densities,
         sector,
         images,
@@ -284,10 +347,15 @@ fn why_uefi_did_not_print(vm: &mut Vm, error: &anyhow::Error) -> String {
 
 /// Boots `config` `runs` times, one after another; each sample is QEMU start to message.
 fn boot_times(config: &VmConfig, runs: usize) -> Result<Vec<Duration>> {
+    boot_times_to(config, b"\r\n", runs)
+}
+
+/// As [`boot_times`], to `line` on COM1.
+fn boot_times_to(config: &VmConfig, line: &[u8], runs: usize) -> Result<Vec<Duration>> {
     (0..runs)
         .map(|_| {
             let mut vm = Vm::start(config)?;
-            vm.wait_for(b"\r\n", BOOT_TIMEOUT)
+            vm.wait_for(line, BOOT_TIMEOUT)
         })
         .collect()
 }
@@ -341,6 +409,7 @@ struct Report {
     machine: Machine,
     latencies: Vec<Latency>,
     idle: Vec<Idle>,
+    kernels: Vec<Kernel>,
     densities: Vec<Density>,
     sector: image::Image,
     images: PathBuf,
@@ -445,6 +514,58 @@ impl Report {
             IDLE_CPU_MARGIN * 100.0
         );
 
+        let _ = writeln!(md, "\n## The PVH kernel (QEMU -kernel)\n");
+        let _ = writeln!(md, "| accelerator | run | median | min | max | runs |");
+        let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: | ---: |");
+        for k in &self.kernels {
+            for (name, s) in [
+                ("PVH kernel, microvm", k.microvm),
+                ("first-instruction stub, microvm (floor)", k.stub),
+                ("PVH kernel, pc (SeaBIOS first)", k.pc),
+            ] {
+                let _ = writeln!(
+                    md,
+                    "| {} | {name} | {} | {} | {} | {} |",
+                    k.accel.name(),
+                    ms(s.median),
+                    ms(s.min),
+                    ms(s.max),
+                    s.runs
+                );
+            }
+        }
+        let _ = writeln!(md);
+        for k in &self.kernels {
+            let fastest = self
+                .latencies
+                .iter()
+                .filter(|l| l.accel == k.accel)
+                .all(|l| k.microvm.median < l.boot_sector.median.min(l.rom.median));
+            let _ = writeln!(
+                md,
+                "- {}: kernel on microvm / stub = {:.2} (target <= {KERNEL_RATIO_TARGET}: {}); \
+                 faster than the boot sector and the ROM: {}; idle on microvm {:.3}% and {:.1} \
+                 wake-ups/s, on pc {:.3}% and {:.1}/s, paused microvm {:.3}% and {:.1}/s (at the \
+                 floor: {})",
+                k.accel.name(),
+                k.ratio(),
+                verdict(k.ratio() <= KERNEL_RATIO_TARGET),
+                if fastest { "yes" } else { "no" },
+                k.idle_microvm.cpu * 100.0,
+                k.idle_microvm.wakeups,
+                k.idle_pc.cpu * 100.0,
+                k.idle_pc.wakeups,
+                k.paused.cpu * 100.0,
+                k.paused.wakeups,
+                verdict(
+                    [k.idle_microvm, k.idle_pc]
+                        .iter()
+                        .all(|c| c.cpu <= k.paused.cpu + IDLE_CPU_MARGIN
+                            && c.wakeups <= k.paused.wakeups + IDLE_WAKEUP_MARGIN)
+                )
+            );
+        }
+
         let _ = writeln!(md, "\n## Density: VMs started at once\n");
         let _ = writeln!(
             md,
@@ -546,6 +667,23 @@ impl Report {
                 )
             })
             .collect();
+        let kernels: Vec<String> = self
+            .kernels
+            .iter()
+            .map(|k| {
+                format!(
+                    r#"{{"accelerator": "{}", "microvm": {}, "stub": {}, "pc": {}, "microvm_to_stub_ratio": {:.4}, "idle_microvm": {}, "idle_pc": {}, "paused": {}}}"#,
+                    k.accel.name(),
+                    stats(k.microvm),
+                    stats(k.stub),
+                    stats(k.pc),
+                    k.ratio(),
+                    cost(k.idle_microvm),
+                    cost(k.idle_pc),
+                    cost(k.paused)
+                )
+            })
+            .collect();
         let density: Vec<String> = self
             .densities
             .iter()
@@ -580,6 +718,7 @@ impl Report {
                 "\n  \"quick\": {},\n",
                 "  \"latency\": [{}],\n",
                 r#"  "idle": [{}],"#,
+                "\n  \"pvh\": [{}],",
                 "\n  \"density\": [{}],\n",
                 r#"  "size": {{"code": {}, "message": {}, "free": {}, "files": [{}]}},"#,
                 "\n",
@@ -593,6 +732,7 @@ impl Report {
             self.options.quick,
             latency.join(", "),
             idle.join(", "),
+            kernels.join(", "),
             density.join(", "),
             self.sector.code_bytes(),
             self.sector.message_bytes(),

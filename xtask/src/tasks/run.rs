@@ -167,9 +167,15 @@ pub fn run(options: &RunOptions) -> Result<()> {
         let [image, ..] = tools::ovmf_files()?;
         config = config.under_uefi(Firmware::Uefi { image });
     }
+    if let Some(machine) = &options.machine {
+        config.machine = machine.clone();
+    }
+    // microvm has no graphics: its window would stay black.
+    let display = display.filter(|_| config.machine != "microvm");
     config.display = display.map(str::to_string);
     let how = match options.format {
         Format::Rom => format!("as the firmware (-bios, {})", config.machine),
+        Format::Pvh => format!("as a kernel (-kernel, {})", config.machine),
         _ => format!(
             "on {} ({}{})",
             bus.name(),
