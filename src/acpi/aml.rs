@@ -39,6 +39,7 @@ mod op {
     pub const PARENT_PREFIX: u8 = 0x5E;
     pub const LOCAL0: u8 = 0x60;
     pub const ARG6: u8 = 0x6E;
+    pub const STORE: u8 = 0x70;
     pub const AND: u8 = 0x7B;
     pub const NOTIFY: u8 = 0x86;
     pub const ONES: u8 = 0xFF;
@@ -354,14 +355,26 @@ struct FieldUnit {
     bits: u8,
 }
 
-/// The first name in `start..end` that is a field of an operation region (8, 16 or 32 bits,
-/// byte aligned): the register the method reads.
+/// The first field of an operation region (8, 16 or 32 bits, byte aligned) that the code in
+/// `start..end` reads: the source of a `Store` (`Local0 = ESEL`) or an operand of an `And`.
+/// Only those names are looked up, each with one pass over the table: where the guest's code
+/// is emulated instruction by instruction (SeaBIOS and this kernel under this machine's KVM),
+/// looking up every name-like run of bytes took seconds.
 fn first_field_read(aml: &[u8], start: usize, end: usize) -> Option<FieldUnit> {
-    (start..end.saturating_sub(3)).find_map(|at| {
-        let name: [u8; 4] = aml.get(at..at + 4)?.try_into().ok()?;
-        name_seg(name)?;
-        field(aml, name)
-    })
+    let code = aml.get(..end)?;
+    let mut at = start;
+    while at < end {
+        let read = match code[at] {
+            op::STORE => name_string(code, at + 1).and_then(|(name, _)| name),
+            op::AND => name_string(code, at + 1).and_then(|(name, _)| name),
+            _ => None,
+        };
+        if let Some(unit) = read.and_then(|name| field(aml, name)) {
+            return Some(unit);
+        }
+        at += 1;
+    }
+    None
 }
 
 /// The declaration of field `name` in any `Field (Region, Flags) { ... }` of the table.
@@ -503,8 +516,16 @@ fn integer(aml: &[u8], at: usize) -> Option<(u64, usize)> {
     }
 }
 
-/// The first position at or after `from` where `needle` starts.
+/// The first position at or after `from` where `needle` starts. The first byte is looked for
+/// alone, the rest compared only where it matches: a few instructions a byte.
 fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    let rest = haystack.get(from..)?;
-    rest.windows(needle.len()).position(|window| window == needle).map(|at| from + at)
+    let (&first, rest) = needle.split_first()?;
+    let mut at = from;
+    while at + needle.len() <= haystack.len() {
+        if haystack[at] == first && haystack[at + 1..at + needle.len()] == *rest {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
 }

@@ -36,7 +36,7 @@ vm512_pvh_start:
     # writable, page size (0x83). The last GiB (the APICs, the GED, PCI holes) is uncached too
     # (PCD | PWT: 0x9B): it is device memory.
     mov edi, offset vm512_page_directories
-    mov eax, 0x83
+    mov eax, 0xE3
     xor ecx, ecx
 2:
     cmp ecx, 3 * 512
@@ -53,7 +53,7 @@ vm512_pvh_start:
     # (present, writable).
     mov edi, offset vm512_page_directory_pointers
     mov eax, offset vm512_page_directories
-    or eax, 0x3
+    or eax, 0x23
     xor ecx, ecx
 4:
     mov [edi + ecx * 8], eax
@@ -64,7 +64,7 @@ vm512_pvh_start:
 
     # The top level (PML4): its first entry covers the first 512 GiB.
     mov eax, offset vm512_page_directory_pointers
-    or eax, 0x3
+    or eax, 0x23
     mov [vm512_page_map_level4], eax
 
     # Long mode: CR4.PAE, CR3 = the PML4, EFER.LME (MSR 0xC0000080, bit 8), then CR0.PG.
@@ -77,8 +77,11 @@ vm512_pvh_start:
     rdmsr
     or eax, 1 << 8
     wrmsr
+    # CR0: paging on (PG, bit 31), and caching on: CD (bit 30) and NW (bit 29) cleared, in case
+    # a VMM enters with them as the CPU leaves them at reset (the PVH ABI does not say).
     mov eax, cr0
     or eax, 1 << 31
+    and eax, ~(3 << 29)
     mov cr0, eax
 
     # A GDT with a 64-bit code segment, then a far return into it (CS = 0x08).

@@ -1,8 +1,10 @@
 //! The outside world: programs, processes, files, QEMU.
 
 pub mod cargo;
+pub mod cloud_hypervisor;
 pub mod console;
 pub mod files;
+pub mod firecracker;
 #[cfg(test)]
 pub mod gdb;
 pub mod idle;

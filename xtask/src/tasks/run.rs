@@ -15,9 +15,12 @@ use anyhow::{Context, Result, bail};
 
 use crate::domain::artifacts::{self, ImageOptions};
 use crate::domain::formats::Format;
+use std::process::ExitStatus;
+
 use crate::infra::process;
-use crate::infra::qemu::{self, Accel, Bus, Console, Firmware, Vm};
+use crate::infra::qemu::{self, Accel, Bus, Firmware, Vm};
 use crate::infra::tools::{self, Tool};
+use crate::infra::{cloud_hypervisor, firecracker};
 
 /// How long the VM gets to power off after the power button before QEMU is stopped.
 const GRACE: Duration = Duration::from_secs(5);
@@ -146,6 +149,9 @@ impl RunOptions {
 pub fn run(options: &RunOptions) -> Result<()> {
     // Everything that can be refused is refused before anything is built or started.
     let bus = options.bus()?;
+    if options.vmm != Vmm::Qemu {
+        return run_elsewhere(options);
+    }
     let (accel, why) = Accel::choose()?;
     let mut needed = vec![Tool::Qemu];
     if options.uefi {
@@ -209,12 +215,12 @@ pub fn run(options: &RunOptions) -> Result<()> {
     // Before QEMU starts: it makes the terminal non-blocking.
     let _terminal = TerminalMode::save();
     process::count_interrupts();
-    let mut vm = match Vm::start_with(&config, Console::Terminal) {
+    let mut vm = match Vm::start_with(&config, qemu::Console::Terminal) {
         Ok(vm) => vm,
         Err(error) if config.display.is_some() => {
             println!("the QEMU window did not open ({error:#}); booting in this terminal instead");
             config.display = None;
-            Vm::start_with(&config, Console::Terminal)?
+            Vm::start_with(&config, qemu::Console::Terminal)?
         }
         Err(error) => return Err(error),
     };
@@ -256,6 +262,109 @@ pub fn run(options: &RunOptions) -> Result<()> {
                 drop(vm);
                 bail!("Ctrl-C pressed twice: QEMU was stopped");
             }
+        }
+    }
+}
+
+/// Boots the PVH kernel on Cloud Hypervisor or Firecracker (found on PATH; both need KVM): COM1
+/// shown here, what is typed sent to it, Ctrl-C as the graceful stop (CH's ACPI power button,
+/// Firecracker's Ctrl-Alt-Del).
+fn run_elsewhere(options: &RunOptions) -> Result<()> {
+    let (name, found) = match options.vmm {
+        Vmm::CloudHypervisor => ("cloud-hypervisor (with ch-remote)", cloud_hypervisor::binary()),
+        _ => ("firecracker", firecracker::binary()),
+    };
+    if found.is_none() {
+        bail!(
+            "{name} is not on PATH: it is no Debian package; build it from its repository \
+             (`cargo build --release`) and put the binary on PATH"
+        );
+    }
+    qemu::kvm_usable().map_err(|why| anyhow::anyhow!("{} needs KVM: {why}", options.vmm.name()))?;
+    let image = ImageOptions { message: options.message.clone(), formats: vec![Format::Pvh] };
+    let built = artifacts::build(&image, &artifacts::images_dir())?;
+    print!("{}", built.report());
+    let path = built.artifacts.first().context("no kernel to boot")?.1.clone();
+    println!("booting pvh on {}; COM1 below.", options.vmm.name());
+    println!(
+        "To stop: Ctrl-C asks the VM to stop (twice stops the VMM), or Ctrl-D at the start of a \
+         line powers it off. Lines you type go to COM1, and the VM echoes them back."
+    );
+    println!("----");
+    process::count_interrupts();
+    match options.vmm {
+        Vmm::CloudHypervisor => watch(cloud_hypervisor::ChVm::start(&path)?),
+        _ => watch(firecracker::FcVm::start(&path)?),
+    }
+}
+
+/// What `run` needs of a VM on another VMM.
+trait Console {
+    fn serial_output(&self) -> Vec<u8>;
+    fn type_serial(&mut self, bytes: &[u8]) -> Result<()>;
+    fn power_button(&mut self) -> Result<()>;
+    fn wait_exit(&mut self, timeout: Duration) -> Result<Option<(ExitStatus, Duration)>>;
+    fn description(&self) -> &str;
+}
+
+macro_rules! console {
+    ($vm:ty) => {
+        impl Console for $vm {
+            fn serial_output(&self) -> Vec<u8> {
+                <$vm>::serial_output(self)
+            }
+            fn type_serial(&mut self, bytes: &[u8]) -> Result<()> {
+                <$vm>::type_serial(self, bytes)
+            }
+            fn power_button(&mut self) -> Result<()> {
+                <$vm>::power_button(self)
+            }
+            fn wait_exit(&mut self, timeout: Duration) -> Result<Option<(ExitStatus, Duration)>> {
+                <$vm>::wait_exit(self, timeout)
+            }
+            fn description(&self) -> &str {
+                <$vm>::description(self)
+            }
+        }
+    };
+}
+console!(cloud_hypervisor::ChVm);
+console!(firecracker::FcVm);
+
+/// Shows COM1 as it comes, types what is typed, and stops the VM gracefully on Ctrl-C.
+fn watch(mut vm: impl Console) -> Result<()> {
+    let keyboard = read_keyboard();
+    let mut shown = 0;
+    let mut pressed: Option<Instant> = None;
+    loop {
+        let output = vm.serial_output();
+        if output.len() > shown {
+            let mut stdout = std::io::stdout();
+            std::io::Write::write_all(&mut stdout, &output[shown..])?;
+            std::io::Write::flush(&mut stdout)?;
+            shown = output.len();
+        }
+        while let Ok(keys) = keyboard.try_recv() {
+            let _ = vm.type_serial(&keys);
+        }
+        if let Some((status, _)) = vm.wait_exit(Duration::from_millis(50))? {
+            println!();
+            if !status.success() {
+                bail!("{} exited with {status}", vm.description());
+            }
+            println!("---- {}: the VM stopped itself", vm.description());
+            return Ok(());
+        }
+        match (process::interrupts(), pressed) {
+            (0, _) => {}
+            (1, None) => {
+                println!("\r\n---- asked to stop; waiting up to {GRACE:?}");
+                vm.power_button()?;
+                pressed = Some(Instant::now());
+            }
+            (1, Some(at)) if at.elapsed() < GRACE => {}
+            (1, Some(_)) => bail!("the VM did not stop within {GRACE:?}: the VMM was stopped"),
+            (_, _) => bail!("Ctrl-C pressed twice: the VMM was stopped"),
         }
     }
 }

@@ -8,3 +8,4 @@ mod platforms;
 mod pvh;
 mod robustness;
 mod uefi;
+mod vmms;
