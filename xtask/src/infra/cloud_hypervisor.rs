@@ -11,27 +11,21 @@
 //!   its client `ch-remote`: `power-button` presses the ACPI power button, and the guest's ACPI
 //!   soft-off (S5) ends CH with status 0.
 
-// Only the boot tests use it until `run --vmm` does.
-
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::infra::console::{self, Captured, Waited, capture};
+use crate::infra::console::{self, capture};
 use crate::infra::files::Scratch;
+use crate::infra::guest::Guest;
 use crate::infra::idle::Watched;
-use crate::infra::process::{self, Guarded};
+use crate::infra::process;
 use crate::infra::tools;
-
-/// How long CH may take to open its API socket.
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `cloud-hypervisor` on PATH, when its client `ch-remote` is beside it or on PATH too.
 pub fn binary() -> Option<PathBuf> {
@@ -48,17 +42,11 @@ fn ch_remote(vmm: &Path) -> Option<PathBuf> {
 /// A running Cloud Hypervisor with COM1 on a pseudo-terminal. Dropping it kills CH and removes
 /// its API socket.
 pub struct ChVm {
-    process: Guarded,
-    /// COM1 output, read from the terminal's master side.
-    serial: Arc<Captured>,
-    stderr: Arc<Captured>,
+    guest: Guest,
     /// The terminal's master side: what is written there arrives on COM1.
     terminal: File,
     ch_remote: PathBuf,
     api_socket: PathBuf,
-    #[cfg_attr(not(test), allow(dead_code))]
-    started: Instant,
-    description: String,
     /// Holds the API socket; declared last, so it goes after CH.
     _scratch: Scratch,
 }
@@ -89,64 +77,19 @@ impl ChVm {
             .stderr(Stdio::piped());
         let mut process = process::spawn(&mut command)
             .with_context(|| format!("starting {} for {description}", vmm.display()))?;
-        let started = Instant::now();
         // The command holds this process's copies of the terminal's CH side: closed, the master
         // side reads end of file once CH is gone.
         drop(command);
         let stderr = process.child().stderr.take().map(capture).unwrap_or_default();
         let serial = capture(terminal.try_clone()?);
-        let deadline = started + SOCKET_TIMEOUT;
-        while !api_socket.exists() {
-            if let Some(status) = process.try_wait()? {
-                thread::sleep(console::DRAIN);
-                let said = console::said("Cloud Hypervisor", &stderr);
-                bail!("{description}: Cloud Hypervisor exited ({status}) at start{said}");
-            }
-            if Instant::now() > deadline {
-                let said = console::said("Cloud Hypervisor", &stderr);
-                bail!("{description}: no API socket after {SOCKET_TIMEOUT:?}{said}");
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        Ok(ChVm {
-            process,
-            serial,
-            stderr,
-            terminal,
-            ch_remote,
-            api_socket,
-            started,
-            description,
-            _scratch: scratch,
-        })
-    }
-
-    #[cfg_attr(not(test), allow(dead_code))]
-    /// Waits until COM1 has carried `needle`; returns the time since CH started. Fails on
-    /// timeout or if CH exits first, with what COM1 and CH's stderr carried.
-    pub fn wait_for(&mut self, needle: &[u8], timeout: Duration) -> Result<Duration> {
-        let wanted = String::from_utf8_lossy(needle);
-        let why = match console::wait_until_contains(&self.serial, needle, timeout, || {
-            self.process.try_wait()
-        })? {
-            Waited::Found => return Ok(self.started.elapsed()),
-            Waited::TimedOut => format!("no {wanted:?} on COM1 within {timeout:?}"),
-            Waited::Exited(status) => {
-                format!("Cloud Hypervisor exited ({status}) before {wanted:?} appeared on COM1")
-            }
-        };
-        let com1 = String::from_utf8_lossy(&self.serial_output()).into_owned();
-        bail!("{}: {why}; COM1 had {com1:?}{}", self.description, self.stderr_note())
+        let mut guest = Guest::new(process, serial, stderr, "Cloud Hypervisor", description);
+        guest.wait_for_socket(&api_socket, |_| String::new())?;
+        Ok(ChVm { guest, terminal, ch_remote, api_socket, _scratch: scratch })
     }
 
     /// Types `bytes` on COM1.
     pub fn type_serial(&mut self, bytes: &[u8]) -> Result<()> {
         self.terminal.write_all(bytes).context("typing on COM1's terminal")
-    }
-
-    /// Everything COM1 has carried so far.
-    pub fn serial_output(&self) -> Vec<u8> {
-        self.serial.bytes.lock().unwrap().clone()
     }
 
     /// Presses the ACPI power button (`ch-remote power-button`).
@@ -169,69 +112,36 @@ impl ChVm {
         }
         bail!(
             "{}: ch-remote power-button failed ({}): {}{}",
-            self.description,
+            self.description(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim(),
             self.stderr_note()
         )
     }
-
-    /// Waits up to `timeout` for CH to exit by itself; returns its status and how long that
-    /// took, or `None` if it still runs.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<(ExitStatus, Duration)>> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.process.try_wait()? {
-                return Ok(Some((status, start.elapsed())));
-            }
-            if start.elapsed() >= timeout {
-                return Ok(None);
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Fails if CH has exited: a VM that should idle keeps running.
-    pub fn check_running(&mut self) -> Result<()> {
-        if let Some(status) = self.process.try_wait()? {
-            thread::sleep(console::DRAIN);
-            bail!(
-                "{}: Cloud Hypervisor exited ({status}) while it should run{}",
-                self.description,
-                self.stderr_note()
-            );
-        }
-        Ok(())
-    }
-
-    /// "512-byte-vm.pvh on Cloud Hypervisor (kvm)".
-    pub fn description(&self) -> &str {
-        &self.description
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.id()
-    }
-
-    /// "; Cloud Hypervisor said: ..." with what CH printed on stderr so far, or nothing.
-    pub fn stderr_note(&self) -> String {
-        console::said("Cloud Hypervisor", &self.stderr)
-    }
 }
 
 impl Watched for ChVm {
     fn pid(&self) -> u32 {
-        ChVm::pid(self)
+        self.guest.pid()
     }
 
     fn check_running(&mut self) -> Result<()> {
-        ChVm::check_running(self)
+        self.guest.check_running()
     }
 }
 
-impl Drop for ChVm {
-    fn drop(&mut self) {
-        self.process.kill();
+/// COM1, the waits and the process: what every launcher's VM has (`guest.rs`).
+impl std::ops::Deref for ChVm {
+    type Target = Guest;
+
+    fn deref(&self) -> &Guest {
+        &self.guest
+    }
+}
+
+impl std::ops::DerefMut for ChVm {
+    fn deref_mut(&mut self) -> &mut Guest {
+        &mut self.guest
     }
 }
 

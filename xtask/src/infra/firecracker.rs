@@ -10,26 +10,22 @@
 //!   written here by hand): FC presses Ctrl-Alt-Del on the i8042, the guest resets through the
 //!   i8042, and FC exits with status 0.
 
-// Only the boot tests use it until `run --vmm` does.
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::Arc;
+use std::process::{ChildStdin, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::infra::console::{self, Captured, Waited, capture};
+use crate::infra::console::{self, capture};
 use crate::infra::files::Scratch;
+use crate::infra::guest::Guest;
 use crate::infra::idle::Watched;
-use crate::infra::process::{self, Guarded};
+use crate::infra::process;
 use crate::infra::tools;
 
-/// How long FC may take to open its API socket, and to answer a request.
-const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `firecracker` on PATH.
@@ -40,16 +36,10 @@ pub fn binary() -> Option<PathBuf> {
 /// A running Firecracker with COM1 captured. Dropping it kills FC and removes its API socket and
 /// configuration file.
 pub struct FcVm {
-    process: Guarded,
-    /// COM1 output (FC's stdout).
-    serial: Arc<Captured>,
-    stderr: Arc<Captured>,
+    guest: Guest,
     /// COM1's input.
     stdin: ChildStdin,
     api_socket: PathBuf,
-    #[cfg_attr(not(test), allow(dead_code))]
-    started: Instant,
-    description: String,
     /// Holds the API socket and the configuration file; declared last, so it goes after FC.
     _scratch: Scratch,
 }
@@ -81,65 +71,22 @@ impl FcVm {
             .stderr(Stdio::piped());
         let mut process = process::spawn(&mut command)
             .with_context(|| format!("starting {} for {description}", vmm.display()))?;
-        let started = Instant::now();
         let child = process.child();
         let serial = child.stdout.take().map(capture).unwrap_or_default();
         let stderr = child.stderr.take().map(capture).unwrap_or_default();
         let stdin = child.stdin.take().context("FC's stdin")?;
-        let deadline = started + SOCKET_TIMEOUT;
-        while !api_socket.exists() {
-            if let Some(status) = process.try_wait()? {
-                thread::sleep(console::DRAIN);
-                // FC logs its errors on stdout.
-                let said = console::said("Firecracker", &stderr)
-                    + &console::said("Firecracker on stdout", &serial);
-                bail!("{description}: Firecracker exited ({status}) at start{said}");
-            }
-            if Instant::now() > deadline {
-                let said = console::said("Firecracker", &stderr);
-                bail!("{description}: no API socket after {SOCKET_TIMEOUT:?}{said}");
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        Ok(FcVm {
-            process,
-            serial,
-            stderr,
-            stdin,
-            api_socket,
-            started,
-            description,
-            _scratch: scratch,
-        })
-    }
-
-    #[cfg_attr(not(test), allow(dead_code))]
-    /// Waits until COM1 has carried `needle`; returns the time since FC started. Fails on
-    /// timeout or if FC exits first, with what COM1 and FC's stderr carried.
-    pub fn wait_for(&mut self, needle: &[u8], timeout: Duration) -> Result<Duration> {
-        let wanted = String::from_utf8_lossy(needle);
-        let why = match console::wait_until_contains(&self.serial, needle, timeout, || {
-            self.process.try_wait()
-        })? {
-            Waited::Found => return Ok(self.started.elapsed()),
-            Waited::TimedOut => format!("no {wanted:?} on COM1 within {timeout:?}"),
-            Waited::Exited(status) => {
-                format!("Firecracker exited ({status}) before {wanted:?} appeared on COM1")
-            }
-        };
-        let com1 = String::from_utf8_lossy(&self.serial_output()).into_owned();
-        bail!("{}: {why}; COM1 had {com1:?}{}", self.description, self.stderr_note())
+        let mut guest = Guest::new(process, serial, stderr, "Firecracker", description);
+        // FC logs its errors on stdout.
+        guest.wait_for_socket(&api_socket, |guest| {
+            console::said("Firecracker on stdout", &guest.serial)
+        })?;
+        Ok(FcVm { guest, stdin, api_socket, _scratch: scratch })
     }
 
     /// Types `bytes` on COM1.
     pub fn type_serial(&mut self, bytes: &[u8]) -> Result<()> {
         self.stdin.write_all(bytes).context("typing on COM1")?;
         self.stdin.flush().context("typing on COM1")
-    }
-
-    /// Everything COM1 has carried so far.
-    pub fn serial_output(&self) -> Vec<u8> {
-        self.serial.bytes.lock().unwrap().clone()
     }
 
     /// The graceful stop: `SendCtrlAltDel` through the API, which must answer 2xx.
@@ -158,65 +105,32 @@ impl FcVm {
                 format!("{error:#}")
             }
         };
-        bail!("{}: PUT /actions SendCtrlAltDel: {why}{}", self.description, self.stderr_note())
-    }
-
-    /// Waits up to `timeout` for FC to exit by itself; returns its status and how long that
-    /// took, or `None` if it still runs.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<(ExitStatus, Duration)>> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.process.try_wait()? {
-                return Ok(Some((status, start.elapsed())));
-            }
-            if start.elapsed() >= timeout {
-                return Ok(None);
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Fails if FC has exited: a VM that should idle keeps running.
-    pub fn check_running(&mut self) -> Result<()> {
-        if let Some(status) = self.process.try_wait()? {
-            thread::sleep(console::DRAIN);
-            bail!(
-                "{}: Firecracker exited ({status}) while it should run{}",
-                self.description,
-                self.stderr_note()
-            );
-        }
-        Ok(())
-    }
-
-    /// "512-byte-vm.pvh on Firecracker (kvm)".
-    pub fn description(&self) -> &str {
-        &self.description
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.id()
-    }
-
-    /// "; Firecracker said: ..." with what FC printed on stderr so far, or nothing.
-    pub fn stderr_note(&self) -> String {
-        console::said("Firecracker", &self.stderr)
+        bail!("{}: PUT /actions SendCtrlAltDel: {why}{}", self.description(), self.stderr_note())
     }
 }
 
 impl Watched for FcVm {
     fn pid(&self) -> u32 {
-        FcVm::pid(self)
+        self.guest.pid()
     }
 
     fn check_running(&mut self) -> Result<()> {
-        FcVm::check_running(self)
+        self.guest.check_running()
     }
 }
 
-impl Drop for FcVm {
-    fn drop(&mut self) {
-        self.process.kill();
+/// COM1, the waits and the process: what every launcher's VM has (`guest.rs`).
+impl std::ops::Deref for FcVm {
+    type Target = Guest;
+
+    fn deref(&self) -> &Guest {
+        &self.guest
+    }
+}
+
+impl std::ops::DerefMut for FcVm {
+    fn deref_mut(&mut self) -> &mut Guest {
+        &mut self.guest
     }
 }
 

@@ -7,6 +7,7 @@ pub mod files;
 pub mod firecracker;
 #[cfg(test)]
 pub mod gdb;
+pub mod guest;
 pub mod idle;
 pub mod process;
 pub mod qemu;

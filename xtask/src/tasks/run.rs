@@ -15,8 +15,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::domain::artifacts::{self, ImageOptions};
 use crate::domain::formats::Format;
-use std::process::ExitStatus;
+use std::ops::DerefMut;
 
+use crate::infra::guest::Guest;
 use crate::infra::process;
 use crate::infra::qemu::{self, Accel, Bus, Firmware, Vm};
 use crate::infra::tools::{self, Tool};
@@ -298,41 +299,35 @@ fn run_elsewhere(options: &RunOptions) -> Result<()> {
     }
 }
 
-/// What `run` needs of a VM on another VMM.
-trait Console {
-    fn serial_output(&self) -> Vec<u8>;
-    fn type_serial(&mut self, bytes: &[u8]) -> Result<()>;
-    fn power_button(&mut self) -> Result<()>;
-    fn wait_exit(&mut self, timeout: Duration) -> Result<Option<(ExitStatus, Duration)>>;
-    fn description(&self) -> &str;
+/// What `run` needs of a VM on another VMM, beyond what every launcher's VM has ([`Guest`]).
+trait Stoppable: DerefMut<Target = Guest> {
+    fn type_on_com1(&mut self, bytes: &[u8]) -> Result<()>;
+    /// The platform's graceful stop.
+    fn stop(&mut self) -> Result<()>;
 }
 
-macro_rules! console {
-    ($vm:ty) => {
-        impl Console for $vm {
-            fn serial_output(&self) -> Vec<u8> {
-                <$vm>::serial_output(self)
-            }
-            fn type_serial(&mut self, bytes: &[u8]) -> Result<()> {
-                <$vm>::type_serial(self, bytes)
-            }
-            fn power_button(&mut self) -> Result<()> {
-                <$vm>::power_button(self)
-            }
-            fn wait_exit(&mut self, timeout: Duration) -> Result<Option<(ExitStatus, Duration)>> {
-                <$vm>::wait_exit(self, timeout)
-            }
-            fn description(&self) -> &str {
-                <$vm>::description(self)
-            }
-        }
-    };
+impl Stoppable for cloud_hypervisor::ChVm {
+    fn type_on_com1(&mut self, bytes: &[u8]) -> Result<()> {
+        self.type_serial(bytes)
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.power_button()
+    }
 }
-console!(cloud_hypervisor::ChVm);
-console!(firecracker::FcVm);
+
+impl Stoppable for firecracker::FcVm {
+    fn type_on_com1(&mut self, bytes: &[u8]) -> Result<()> {
+        self.type_serial(bytes)
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.power_button()
+    }
+}
 
 /// Shows COM1 as it comes, types what is typed, and stops the VM gracefully on Ctrl-C.
-fn watch(mut vm: impl Console) -> Result<()> {
+fn watch(mut vm: impl Stoppable) -> Result<()> {
     let keyboard = read_keyboard();
     let mut shown = 0;
     let mut pressed: Option<Instant> = None;
@@ -345,7 +340,7 @@ fn watch(mut vm: impl Console) -> Result<()> {
             shown = output.len();
         }
         while let Ok(keys) = keyboard.try_recv() {
-            let _ = vm.type_serial(&keys);
+            let _ = vm.type_on_com1(&keys);
         }
         if let Some((status, _)) = vm.wait_exit(Duration::from_millis(50))? {
             println!();
@@ -359,7 +354,7 @@ fn watch(mut vm: impl Console) -> Result<()> {
             (0, _) => {}
             (1, None) => {
                 println!("\r\n---- asked to stop; waiting up to {GRACE:?}");
-                vm.power_button()?;
+                vm.stop()?;
                 pressed = Some(Instant::now());
             }
             (1, Some(at)) if at.elapsed() < GRACE => {}

@@ -5,7 +5,6 @@
 //! VMM exiting with status 0 each time. Without the VMM or KVM, each test says so and passes.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -14,6 +13,7 @@ use super::harness::*;
 use crate::domain::image::DEFAULT_MESSAGE;
 use crate::infra::cloud_hypervisor::{self, ChVm};
 use crate::infra::firecracker::{self, FcVm};
+use crate::infra::guest::Guest;
 use crate::infra::idle::Watched;
 use crate::infra::qemu;
 
@@ -27,18 +27,13 @@ const TYPED: &[u8] = b"echo?";
 const CTRL_D: &[u8] = b"\x04";
 
 /// What the tests need of a launcher: [`ChVm`] and [`FcVm`] have the same shape.
-trait Launcher: Watched + Sized {
+trait Launcher: Watched + Sized + std::ops::DerefMut<Target = Guest> {
     /// The VMM's program, as the skip line names it.
     const PROGRAM: &str;
     fn binary() -> Option<PathBuf>;
     fn start(kernel: &Path) -> Result<Self>;
-    fn wait_for(&mut self, needle: &[u8], timeout: Duration) -> Result<Duration>;
     fn type_serial(&mut self, bytes: &[u8]) -> Result<()>;
-    fn serial_output(&self) -> Vec<u8>;
     fn power_button(&mut self) -> Result<()>;
-    fn wait_exit(&mut self, timeout: Duration) -> Result<Option<(ExitStatus, Duration)>>;
-    fn description(&self) -> &str;
-    fn stderr_note(&self) -> String;
 }
 
 /// Implements [`Launcher`] for a launcher module's VM type with its own methods.
@@ -52,26 +47,11 @@ macro_rules! launcher {
             fn start(kernel: &Path) -> Result<Self> {
                 $vm::start(kernel)
             }
-            fn wait_for(&mut self, needle: &[u8], timeout: Duration) -> Result<Duration> {
-                $vm::wait_for(self, needle, timeout)
-            }
             fn type_serial(&mut self, bytes: &[u8]) -> Result<()> {
                 $vm::type_serial(self, bytes)
             }
-            fn serial_output(&self) -> Vec<u8> {
-                $vm::serial_output(self)
-            }
             fn power_button(&mut self) -> Result<()> {
                 $vm::power_button(self)
-            }
-            fn wait_exit(&mut self, timeout: Duration) -> Result<Option<(ExitStatus, Duration)>> {
-                $vm::wait_exit(self, timeout)
-            }
-            fn description(&self) -> &str {
-                $vm::description(self)
-            }
-            fn stderr_note(&self) -> String {
-                $vm::stderr_note(self)
             }
         }
     };
