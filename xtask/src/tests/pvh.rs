@@ -74,6 +74,21 @@ const FLOOR_WAKEUPS: f64 = 1.0;
 /// takes to settle before idle is measured.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Checks, once the start's traffic has settled, that each VM idles at the paused VM's floor.
+fn assert_all_at_the_floor(vms: &mut [Vm]) {
+    std::thread::sleep(SETTLE);
+    let costs = qemu::idle_costs(vms, IDLE_WINDOW).unwrap();
+    for (vm, cost) in vms.iter().zip(costs) {
+        assert!(
+            cost.cpu < IDLE_LIMIT && cost.wakeups < FLOOR_WAKEUPS,
+            "{}: {:.2}% of a core, {:.1} wake-ups/s",
+            vm.description(),
+            cost.cpu * 100.0,
+            cost.wakeups
+        );
+    }
+}
+
 /// Asleep 10 s at the paused VM's floor (no timer: under 5% of a core and under one wake-up a
 /// second), then each wake-up in turn: bytes on COM1 come back, and Ctrl-D, a key (where there
 /// is a keyboard: not on `microvm`) and the power button power it off.
@@ -90,17 +105,7 @@ fn the_kernel_sleeps_at_the_floor_then_answers_every_wake_up() {
         }
     }
     let mut vms = boot_all_kernels(&configs, DEFAULT_MESSAGE);
-    std::thread::sleep(SETTLE);
-    let costs = qemu::idle_costs(&mut vms, IDLE_WINDOW).unwrap();
-    for (vm, cost) in vms.iter().zip(costs) {
-        assert!(
-            cost.cpu < IDLE_LIMIT && cost.wakeups < FLOOR_WAKEUPS,
-            "{}: {:.2}% of a core, {:.1} wake-ups/s",
-            vm.description(),
-            cost.cpu * 100.0,
-            cost.wakeups
-        );
-    }
+    assert_all_at_the_floor(&mut vms);
     assert_every_wake_up_answered_after_a_long_idle(&mut vms);
 }
 
@@ -118,16 +123,8 @@ fn without_acpi_the_kernel_echoes_idles_and_ctrl_d_resets_it() {
         vm.qmp("system_powerdown").unwrap();
         type_on_com1(vm, b"q");
     }
-    std::thread::sleep(SETTLE);
-    let costs = qemu::idle_costs(&mut vms, IDLE_WINDOW).unwrap();
-    for (vm, cost) in vms.iter_mut().zip(costs) {
-        assert!(
-            cost.cpu < IDLE_LIMIT && cost.wakeups < FLOOR_WAKEUPS,
-            "{}: {:.2}% of a core, {:.1} wake-ups/s",
-            vm.description(),
-            cost.cpu * 100.0,
-            cost.wakeups
-        );
+    assert_all_at_the_floor(&mut vms);
+    for vm in &mut vms {
         let expected = format!("{}q", qemu::uefi_line(DEFAULT_MESSAGE));
         assert_eq!(String::from_utf8_lossy(&vm.serial_output()), expected);
         type_on_com1(vm, b"\x04");
