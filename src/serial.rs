@@ -35,9 +35,9 @@ const LSR_THR_EMPTY: u8 = 1 << 5;
 const BAUD_DIVISOR: u8 = 1;
 
 /// The UART's set-up, in the order it needs: (port, value) pairs, the port's low byte first
-/// (every register is at 0x3F8-0x3FF). A table and a loop: seven plain port writes cost 13 bytes
+/// (every register is at 0x3F8-0x3FF). The PVH entry stub (`asm/pvh.s`) runs it too. A table and a loop: seven plain port writes cost 13 bytes
 /// more.
-static INIT: [[u8; 2]; 7] = [
+pub static INIT: [[u8; 2]; 7] = [
     [port(LCR), 0x80], // DLAB=1: DATA and IER now address the baud-rate divisor
     [port(DATA), BAUD_DIVISOR], // divisor, low byte
     [port(IER), 0x00], // divisor, high byte

@@ -29,6 +29,9 @@ pub trait Reach {
     /// resets where there is no ACPI power-off. `false`: the PC's fixed hardware only.
     const ANY_MACHINE: bool;
 
+    /// The entry has set COM1 up and printed the line itself (the PVH stub does, first thing).
+    const LINE_PRINTED: bool = false;
+
     /// Makes the memory-mapped register at `address` reachable (identity mapped); `false` where
     /// it cannot be. Every entry maps the first 4 GiB.
     fn map_device(address: u64) -> bool {
@@ -46,10 +49,12 @@ impl Reach for Pc {
 /// never returns. `rsdp` is where the ACPI tables start, if the firmware said.
 pub fn run<R: Reach>(rsdp: Option<u64>) -> ! {
     // COM1 gets the line, standing on its own after whatever the firmware wrote there.
-    serial::init();
-    serial::write(b'\r');
-    serial::write(b'\n');
-    message::for_each_byte(serial::write);
+    if !R::LINE_PRINTED {
+        serial::init();
+        serial::write(b'\r');
+        serial::write(b'\n');
+        message::for_each_byte(serial::write);
+    }
     interrupts::install();
     lapic::stop_timer();
     pit::stop();

@@ -18,7 +18,7 @@ mod start_info;
 use vm512::core64::{self, Reach};
 use vm512::{message, vga};
 
-core::arch::global_asm!(include_str!("../asm/pvh.s"));
+core::arch::global_asm!(include_str!("../asm/pvh.s"), serial_init = sym vm512::serial::INIT);
 
 /// Where a BIOS leaves the RSDP when the loader names none: a 16-byte boundary in 0xE0000-0xFFFFF.
 const BIOS_AREA: core::ops::Range<u64> = 0xE_0000..0x10_0000;
@@ -43,6 +43,7 @@ extern "C" fn pvh_main(start_info: u32) -> ! {
 struct Pvh;
 impl Reach for Pvh {
     const ANY_MACHINE: bool = true;
+    const LINE_PRINTED: bool = true;
 
     fn map_device(address: u64) -> bool {
         paging::map_device(address)
