@@ -27,23 +27,21 @@ pub struct Kernel {
     pub message: Range<usize>,
 }
 
-/// The entry the Xen note names, checked as [`read`] checks it (the stub has no sections).
-#[cfg(test)]
-fn read_note(elf: &[u8]) -> Result<u32> {
-    match read(elf) {
-        Ok(kernel) => Ok(kernel.entry),
-        Err(error) if format!("{error:#}").contains(".message") => {
-            // No sections, so no message area: everything a loader needs was there.
-            let file = ElfFile64::<Endianness>::parse(elf)?;
-            Ok(file.entry() as u32)
-        }
-        Err(error) => Err(error),
-    }
-}
-
 /// Checks what a PVH loader (QEMU's, Cloud Hypervisor's and Firecracker's `linux-loader`)
 /// checks, and finds the message area.
 pub fn read(elf: &[u8]) -> Result<Kernel> {
+    let entry = entry(elf)?;
+    let file = ElfFile64::<Endianness>::parse(elf)?;
+    let section = file
+        .section_by_name(".message")
+        .context("the PVH kernel has no .message section (pvh.ld)")?;
+    let (offset, size) = section.file_range().context("its .message section has no bytes")?;
+    Ok(Kernel { entry, message: offset as usize..(offset + size) as usize })
+}
+
+/// The 32-bit entry the Xen note names, checked as a loader checks it: an x86-64 executable,
+/// nothing loaded below 1 MiB, the entry inside a loaded segment.
+fn entry(elf: &[u8]) -> Result<u32> {
     let file =
         ElfFile64::<Endianness>::parse(elf).context("the PVH kernel is not an ELF64 file")?;
     let endian = file.endian();
@@ -82,11 +80,7 @@ pub fn read(elf: &[u8]) -> Result<Kernel> {
     if !loaded {
         bail!("the PVH entry {entry:#x} lies in no loaded segment");
     }
-    let section = file
-        .section_by_name(".message")
-        .context("the PVH kernel has no .message section (pvh.ld)")?;
-    let (offset, size) = section.file_range().context("its .message section has no bytes")?;
-    Ok(Kernel { entry, message: offset as usize..(offset + size) as usize })
+    Ok(entry)
 }
 
 /// A PVH kernel that writes `line` to COM1 with its first instructions and halts: what QEMU's
@@ -159,8 +153,7 @@ mod tests {
     #[test]
     fn the_stub_is_a_kernel_a_loader_takes() {
         let stub = first_instruction_stub(b"hi");
-        let kernel = read_note(&stub).unwrap();
-        assert_eq!(kernel, LOWEST_LOAD as u32 + 176 + 20);
+        assert_eq!(entry(&stub).unwrap(), LOWEST_LOAD as u32 + 176 + 20);
     }
 
     // The real kernel is read, and booted, in tests/pvh.rs; the stub in the bench.
