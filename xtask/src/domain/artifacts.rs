@@ -33,6 +33,12 @@ pub fn images_dir() -> PathBuf {
         .unwrap_or_else(|| files::target_dir().join("images"))
 }
 
+/// Where `run` builds what it boots: beside the images (`target/run`), never in them, so that
+/// `run` leaves the set `image` built as it was.
+pub fn run_dir() -> PathBuf {
+    images_dir().with_file_name("run")
+}
+
 /// What to build: shared by `image`, `run`, `test` and `bench`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageOptions {

@@ -23,6 +23,9 @@ use crate::infra::qemu::{self, Accel, Bus, Firmware, Vm};
 use crate::infra::tools::{self, Tool};
 use crate::infra::{cloud_hypervisor, firecracker};
 
+/// The CPU model `run` gives QEMU under KVM.
+const KVM_CPU: &str = "host,-arch-capabilities";
+
 /// How long the VM gets to power off after the power button before QEMU is stopped.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -164,12 +167,18 @@ pub fn run(options: &RunOptions) -> Result<()> {
     tools::require(&needed)?;
     let (display, note) = choose_display();
     let image = ImageOptions { message: options.message.clone(), formats: vec![options.format] };
-    let built = artifacts::build(&image, &artifacts::images_dir())?;
+    let built = artifacts::build(&image, &artifacts::run_dir())?;
     print!("{}", built.report());
     let path: PathBuf = built.artifacts.first().context("no format to boot")?.1.clone();
 
     let mut config = options.format.vm_config(&path, bus);
     config.accel = accel;
+    if accel == Accel::Kvm {
+        // QEMU's default model asks for features a (nested) host may lack and warns before the
+        // VM's first line ("host doesn't support requested feature: CPUID.01H:ECX.pni"): the
+        // host's own CPU, less the one MSR nested KVM refuses (QEMU 7.2 aborts on it).
+        config.cpu = Some(KVM_CPU.to_string());
+    }
     if options.uefi {
         let [image, ..] = tools::ovmf_files()?;
         config = config.under_uefi(Firmware::Uefi { image });
@@ -283,7 +292,7 @@ fn run_elsewhere(options: &RunOptions) -> Result<()> {
     }
     qemu::kvm_usable().map_err(|why| anyhow::anyhow!("{} needs KVM: {why}", options.vmm.name()))?;
     let image = ImageOptions { message: options.message.clone(), formats: vec![Format::Pvh] };
-    let built = artifacts::build(&image, &artifacts::images_dir())?;
+    let built = artifacts::build(&image, &artifacts::run_dir())?;
     print!("{}", built.report());
     let path = built.artifacts.first().context("no kernel to boot")?.1.clone();
     println!("booting pvh on {}; COM1 below.", options.vmm.name());
