@@ -395,7 +395,7 @@ mod tests {
             panic!("not an image command");
         };
         assert_eq!(options.formats, vec![Format::Raw, Format::Iso]);
-        assert!(error(&["image", "--format", "vhdx"]).contains("valid formats: raw, img"));
+        assert!(error(&["image", "--format", "vhdy"]).contains("valid formats: raw, img"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use sha2::Digest;
 
 use crate::domain::formats::{self, DISK_SIZE, Format};
 use crate::domain::image::{self, Image, SECTOR_SIZE, thousands};
-use crate::domain::{container_disk, efi, fat, gpt, iso, pvh, reproducible, vmdk};
+use crate::domain::{container_disk, efi, fat, gpt, iso, pvh, reproducible, vhdx, vmdk};
 use crate::infra::cargo;
 use crate::infra::files::{self, Scratch};
 use crate::infra::tools::{self, Tool};
@@ -132,6 +132,11 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
                     let digest: [u8; 32] = sha2::Sha256::digest(&disk).into();
                     let cid = reproducible::vmdk_cid(&digest);
                     write(&path, &vmdk::monolithic_sparse(&disk, &file, cid))?
+                }
+                Format::Vhdx => {
+                    let disk = disk(DISK_SIZE)?;
+                    let digest: [u8; 32] = sha2::Sha256::digest(&disk).into();
+                    write(&path, &vhdx::dynamic(&disk, &digest))?
                 }
                 Format::ContainerDisk => {
                     let disk = match qcow2.take() {

@@ -36,6 +36,8 @@ pub enum Format {
     Vmdk,
     Vdi,
     Vhd,
+    /// Dynamic VHDX (Hyper-V generation 2 attaches nothing else), written by `vhdx.rs`.
+    Vhdx,
     Iso,
     /// The firmware image: 64 KiB started at the x86 reset vector (`-bios`, pflash).
     Rom,
@@ -50,13 +52,14 @@ pub enum Format {
 
 impl Format {
     /// Every format, in the order `all` builds them.
-    pub const ALL: [Format; 11] = [
+    pub const ALL: [Format; 12] = [
         Format::Raw,
         Format::Img,
         Format::Qcow2,
         Format::Vmdk,
         Format::Vdi,
         Format::Vhd,
+        Format::Vhdx,
         Format::Iso,
         Format::Rom,
         Format::Efi,
@@ -73,6 +76,7 @@ impl Format {
             Format::Vmdk => "vmdk",
             Format::Vdi => "vdi",
             Format::Vhd => "vhd",
+            Format::Vhdx => "vhdx",
             Format::Iso => "iso",
             Format::Rom => "rom",
             Format::Efi => "efi",
@@ -90,6 +94,7 @@ impl Format {
             Format::Vmdk => "monolithicSparse VMDK, 8 KiB grains (VMware, VBox)",
             Format::Vdi => "dynamic VDI of that disk (VirtualBox)",
             Format::Vhd => "dynamic VHD, 2040 sectors (Hyper-V, VirtualBox)",
+            Format::Vhdx => "dynamic VHDX, 5 MiB (Hyper-V generation 2)",
             Format::Iso => "ISO 9660 CD, El Torito for BIOS and UEFI",
             Format::Rom => "64 KiB firmware started at the reset vector",
             Format::Efi => "the UEFI program alone (BOOTX64.EFI)",
@@ -122,6 +127,7 @@ impl Format {
             // monolithicSparse, written by `vmdk.rs` (8 KiB grains; qemu-img's are 64 KiB).
             Format::Raw
             | Format::Vmdk
+            | Format::Vhdx
             | Format::Img
             | Format::Iso
             | Format::Rom
@@ -141,6 +147,7 @@ impl Format {
             Format::Vmdk => "vmdk",
             Format::Vdi => "vdi",
             Format::Vhd => "vpc",
+            Format::Vhdx => "vhdx",
             Format::Iso => return Boot::Cdrom { bus },
             Format::Rom => return Boot::Bios,
             Format::Pvh => return Boot::Kernel,
@@ -155,7 +162,9 @@ impl Format {
     pub fn virtual_size(self) -> Option<u64> {
         match self {
             Format::Raw => Some(512),
-            Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi => Some(DISK_SIZE),
+            Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi | Format::Vhdx => {
+                Some(DISK_SIZE)
+            }
             Format::Vhd => Some(VHD_SIZE),
             Format::Iso | Format::Rom | Format::Efi | Format::ContainerDisk | Format::Pvh => None,
         }
@@ -168,7 +177,12 @@ impl Format {
     pub fn buses(self) -> &'static [Bus] {
         match self {
             Format::Raw => &[Bus::Ide, Bus::Floppy],
-            Format::Img | Format::Qcow2 | Format::Vmdk | Format::Vdi | Format::Vhd => &Bus::ALL,
+            Format::Img
+            | Format::Qcow2
+            | Format::Vmdk
+            | Format::Vdi
+            | Format::Vhd
+            | Format::Vhdx => &Bus::ALL,
             Format::Iso => &Bus::CD_DRIVES,
             Format::Rom | Format::Efi | Format::ContainerDisk | Format::Pvh => &[],
         }
@@ -193,7 +207,12 @@ impl Format {
             Format::Vdi => 1_049_600,
             Format::Vhd => 2_100_224,
             Format::Iso => 1_835_008,
-            Format::Img | Format::Rom | Format::Efi | Format::ContainerDisk | Format::Pvh => {
+            Format::Img
+            | Format::Vhdx
+            | Format::Rom
+            | Format::Efi
+            | Format::ContainerDisk
+            | Format::Pvh => {
                 return None;
             }
         })
@@ -247,7 +266,7 @@ pub fn convert(qemu_img: &Path, format: Format, input: &Path, output: &Path) -> 
     Ok(())
 }
 
-/// "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, efi, containerdisk, pvh, or all".
+/// "raw, img, qcow2, vmdk, vdi, vhd, vhdx, iso, rom, efi, containerdisk, pvh, or all".
 pub fn valid_list() -> String {
     let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
     format!("{}, or all", names.join(", "))
@@ -270,11 +289,11 @@ mod tests {
 
     #[test]
     fn unknown_formats_are_refused_with_the_valid_list() {
-        let error = Format::parse_list("raw,vhdx").unwrap_err().to_string();
-        assert!(error.contains("unknown format `vhdx`"), "{error}");
+        let error = Format::parse_list("raw,vhdy").unwrap_err().to_string();
+        assert!(error.contains("unknown format `vhdy`"), "{error}");
         assert!(
             error.contains(
-                "raw, img, qcow2, vmdk, vdi, vhd, iso, rom, efi, containerdisk, pvh, or all"
+                "raw, img, qcow2, vmdk, vdi, vhd, vhdx, iso, rom, efi, containerdisk, pvh, or all"
             ),
             "{error}"
         );

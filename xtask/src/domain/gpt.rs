@@ -159,9 +159,9 @@ fn protective_entry(sector: &mut [u8], sectors: u64) {
     sector[PROTECTIVE_SLOT..PROTECTIVE_SLOT + SLOT_SIZE].copy_from_slice(&slot);
 }
 
-/// A GUID in GPT's byte order from its RFC 4122 (big-endian) bytes: the first three fields are
-/// stored little-endian.
-fn guid(rfc: [u8; 16]) -> [u8; 16] {
+/// A GUID in GPT's (and VHDX's: Microsoft's) byte order from its RFC 4122 (big-endian) bytes:
+/// the first three fields are stored little-endian.
+pub fn guid(rfc: [u8; 16]) -> [u8; 16] {
     let mut out = rfc;
     out[0..4].reverse();
     out[4..6].reverse();

@@ -12,4 +12,5 @@ pub mod instructions;
 pub mod iso;
 pub mod pvh;
 pub mod reproducible;
+pub mod vhdx;
 pub mod vmdk;

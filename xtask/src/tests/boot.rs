@@ -165,6 +165,12 @@ fn vhd_boots_on_every_bus() {
     assert_boots_on_every_bus(Format::Vhd);
 }
 
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn vhdx_boots_on_every_bus() {
+    assert_boots_on_every_bus(Format::Vhdx);
+}
+
 /// The ISO on every CD drive: IDE (`pc`), AHCI (`q35`), the SCSI controllers, USB. SeaBIOS loads El Torito images at
 /// 07C0:0000, so this is also the boot at CS=07C0 that the far jump must normalise.
 #[test]
@@ -189,6 +195,7 @@ fn qemu_img_identifies_and_checks_every_disk_format() {
         (Format::Vmdk, "vmdk", true),
         (Format::Vdi, "vdi", true),
         (Format::Vhd, "vpc", false), // qemu-img has no check for vpc
+        (Format::Vhdx, "vhdx", true),
     ] {
         let path = test_image(format.extension());
         let info = Command::new(&qemu_img).arg("info").arg(&path).output().unwrap();
@@ -211,7 +218,7 @@ fn qemu_img_identifies_and_checks_every_disk_format() {
 }
 
 /// Each artifact is no larger than the original bundle's, the ISO at most 64 KiB, raw exactly
-/// 512, the UEFI program at most 4 KiB.
+/// 512, the UEFI program at most 4 KiB, the VHDX at most 5 MiB.
 #[test]
 #[ignore = "boot test: run with `cargo xtask test`"]
 fn artifacts_are_no_larger_than_the_original_bundle() {
@@ -228,6 +235,7 @@ fn artifacts_are_no_larger_than_the_original_bundle() {
     assert_eq!(std::fs::metadata(test_image("raw")).unwrap().len(), 512);
     assert!(std::fs::metadata(test_image("iso")).unwrap().len() <= 64 * 1024);
     assert!(std::fs::metadata(test_image("efi")).unwrap().len() <= 4096);
+    assert!(std::fs::metadata(test_image("vhdx")).unwrap().len() <= 5 << 20, "VHDX over 5 MiB");
 }
 
 /// Two builds, the second from a clean crate: every artifact is identical, the formats with

@@ -266,7 +266,8 @@ fn independent_readers_open_every_disk_format() {
     let img = std::fs::read(test_image("img")).unwrap();
     let program = std::fs::read(test_image("efi")).unwrap();
     let scratch = scratch("readers");
-    for format in [Format::Img, Format::Qcow2, Format::Vmdk, Format::Vdi, Format::Vhd] {
+    let disks = [Format::Img, Format::Qcow2, Format::Vmdk, Format::Vdi, Format::Vhd, Format::Vhdx];
+    for format in disks {
         let file = test_image(format.extension());
         let size = format.virtual_size().unwrap();
         if format != Format::Img {
@@ -298,7 +299,7 @@ fn independent_readers_open_every_disk_format() {
         let libyal = match format {
             Format::Qcow2 => Some(Tool::Qcowinfo),
             Format::Vmdk => Some(Tool::Vmdkinfo),
-            Format::Vhd => Some(Tool::Vhdiinfo),
+            Format::Vhd | Format::Vhdx => Some(Tool::Vhdiinfo),
             _ => None, // libyal has no VDI reader packaged in Debian
         };
         if let Some(tool) = libyal {

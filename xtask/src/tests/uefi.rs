@@ -59,7 +59,7 @@ fn boot_all_uefi(configs: &[VmConfig], message: &str) -> Vec<Vm> {
 fn every_disk_format_and_the_iso_boot_under_uefi_and_power_off_on_the_button() {
     let scratch = scratch("uefi-matrix");
     let mut configs = Vec::new();
-    let disks = [Format::Img, Format::Qcow2, Format::Vmdk, Format::Vdi, Format::Vhd];
+    let disks = [Format::Img, Format::Qcow2, Format::Vmdk, Format::Vdi, Format::Vhd, Format::Vhdx];
     for format in disks {
         for (bus, machine) in DISK_BUSES {
             configs.push((config(format, bus), machine));
