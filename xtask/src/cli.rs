@@ -26,6 +26,8 @@ pub enum Command {
     Disasm {
         rom: bool,
     },
+    /// The release bundle.
+    Dist,
     Bench(BenchOptions),
 }
 
@@ -37,7 +39,7 @@ pub struct Flags {
     pub no_install: bool,
 }
 
-const COMMANDS: [&str; 6] = ["image", "run", "test", "disasm", "bench", "help"];
+const COMMANDS: [&str; 7] = ["image", "run", "test", "disasm", "bench", "dist", "help"];
 
 /// The QEMU machines `run --machine` boots the PVH kernel on.
 pub const PVH_MACHINES: [&str; 3] = ["microvm", "pc", "q35"];
@@ -65,7 +67,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
         );
     }
     let takes_image_options = matches!(command.as_str(), "image" | "run");
-    let takes_no_install = matches!(command.as_str(), "image" | "run" | "test" | "bench");
+    let takes_no_install = matches!(command.as_str(), "image" | "run" | "test" | "bench" | "dist");
     let mut message = DEFAULT_MESSAGE.to_string();
     let mut formats: Vec<Format> = Vec::new();
     let mut format_lists: Vec<String> = Vec::new();
@@ -160,6 +162,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
         }
         "test" => Command::Test { filter },
         "disasm" => Command::Disasm { rom },
+        "dist" => Command::Dist,
         "bench" => Command::Bench(bench),
         _ => Command::Help(topic),
     };
@@ -199,6 +202,7 @@ COMMANDS:
     test    Build every format and run every test, boot tests in QEMU included
     disasm  Print the boot sector's annotated disassembly (--rom: the ROM's)
     bench   Measure boot latency, idle CPU, density, size and build time
+    dist    Write the release bundle, target/dist/512-byte-vm-<version>.tar
     help    Print this help, or a command's
 
 {}
@@ -288,6 +292,19 @@ Prints the boot sector's (or the ROM's) sections, symbols and instructions, and 
 instruction runs on a 386.
 "
         .to_string(),
+        "dist" => format!(
+            "\
+cargo xtask dist [OPTIONS]
+
+Builds every format into target/dist/images (target/images is left alone) and writes the release
+bundle, target/dist/512-byte-vm-<version>.tar: a directory of that name with every artifact,
+SHA256SUMS and WHERE-EACH-FILE-GOES.txt. The same sources give the same bytes (every entry is
+stamped with SOURCE_DATE_EPOCH, or 0).
+
+OPTIONS:
+{no_install}
+"
+        ),
         "bench" => format!(
             "\
 cargo xtask bench [OPTIONS]

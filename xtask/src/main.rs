@@ -3,7 +3,7 @@
 //! Layers, each importing only the ones below it:
 //!
 //! - `cli`: the command line and its help;
-//! - `tasks`: one module per command (`image`, `run`, `test`, `disasm`, `bench`);
+//! - `tasks`: one module per command (`image`, `run`, `test`, `disasm`, `bench`, `dist`);
 //! - `domain`: the images and their formats (flat images, ELF, artifact sets, ISO, instructions);
 //! - `infra`: the outside world (tools and their installation, cargo, the one QEMU launcher,
 //!   child processes and signals, files and locks; the GDB client for the tests).
@@ -46,6 +46,7 @@ fn try_main() -> anyhow::Result<()> {
         Command::Run(options) => tasks::run::run(&options)?,
         Command::Test { filter } => tasks::test::run(filter.as_deref())?,
         Command::Disasm { rom } => tasks::disasm::run(rom)?,
+        Command::Dist => tasks::dist::run()?,
         Command::Bench(options) => tasks::bench::run(&options)?,
     }
     Ok(())

@@ -15,6 +15,8 @@
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
+use crate::domain::archive::Archive;
+
 /// KubeVirt runs QEMU as UID and GID 107 and requires it to read the disk.
 pub const DISK_OWNER: u64 = 107;
 /// Read-only for the owner and group, as KubeVirt's own containerDisks.
@@ -83,47 +85,6 @@ fn layer(disk: &[u8], name: &str, epoch: u64) -> Result<Vec<u8>> {
 
 fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A tar in memory whose headers depend only on what is put in it.
-struct Archive {
-    builder: tar::Builder<Vec<u8>>,
-    epoch: u64,
-}
-
-impl Archive {
-    fn new(epoch: u64) -> Archive {
-        let mut builder = tar::Builder::new(Vec::new());
-        builder.mode(tar::HeaderMode::Deterministic);
-        Archive { builder, epoch }
-    }
-
-    fn header(&self, kind: tar::EntryType, size: u64, mode: u32, owner: u64) -> tar::Header {
-        let mut header = tar::Header::new_ustar();
-        header.set_entry_type(kind);
-        header.set_size(size);
-        header.set_mode(mode);
-        header.set_uid(owner);
-        header.set_gid(owner);
-        header.set_mtime(self.epoch);
-        header
-    }
-
-    fn file(&mut self, path: &str, bytes: &[u8], mode: u32, owner: u64) -> Result<()> {
-        let mut header = self.header(tar::EntryType::Regular, bytes.len() as u64, mode, owner);
-        self.builder.append_data(&mut header, path, bytes)?;
-        Ok(())
-    }
-
-    fn dir(&mut self, path: &str, mode: u32, owner: u64) -> Result<()> {
-        let mut header = self.header(tar::EntryType::Directory, 0, mode, owner);
-        self.builder.append_data(&mut header, path, std::io::empty())?;
-        Ok(())
-    }
-
-    fn finish(self) -> Result<Vec<u8>> {
-        Ok(self.builder.into_inner()?)
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The images and their formats: what is built, independent of how it is run.
 
+pub mod archive;
 pub mod artifacts;
 pub mod container_disk;
+pub mod dist;
 pub mod efi;
 pub mod elf;
 pub mod fat;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod disasm;
+pub mod dist;
 pub mod image;
 pub mod run;
 pub mod test;

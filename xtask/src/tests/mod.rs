@@ -3,6 +3,7 @@
 
 mod acpi;
 mod boot;
+mod dist;
 mod harness;
 mod platforms;
 mod pvh;
