@@ -169,17 +169,24 @@ pub fn guid(rfc: [u8; 16]) -> [u8; 16] {
     out
 }
 
-fn put(buffer: &mut [u8], at: usize, bytes: &[u8]) {
+/// Writes `bytes` into `buffer` at `at`.
+pub fn put(buffer: &mut [u8], at: usize, bytes: &[u8]) {
     buffer[at..at + bytes.len()].copy_from_slice(bytes);
 }
 
 /// CRC-32 (IEEE 802.3, reflected, as GPT and zlib use it).
 pub fn crc32(bytes: &[u8]) -> u32 {
+    reflected_crc32(bytes, 0xEDB8_8320)
+}
+
+/// A reflected CRC-32 with the (reflected) polynomial `poly`, all ones in and out: IEEE 802.3's
+/// for GPT, Castagnoli's for VHDX.
+pub fn reflected_crc32(bytes: &[u8], poly: u32) -> u32 {
     let mut crc = !0u32;
     for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ poly } else { crc >> 1 };
         }
     }
     !crc

@@ -8,7 +8,7 @@
 //! Layout and fields: Microsoft's "[MS-VHDX]: Virtual Hard Disk v2 (VHDX) File Format", 2.
 //! GUIDs are stored as Microsoft stores them (the first three fields little-endian).
 
-use crate::domain::gpt;
+use crate::domain::gpt::{self, put};
 use crate::domain::reproducible;
 
 /// One mebibyte: the format's alignment for every region and the smallest block.
@@ -126,20 +126,9 @@ pub fn dynamic(disk: &[u8], seed: &[u8]) -> Vec<u8> {
     file
 }
 
-fn put(buffer: &mut [u8], at: usize, bytes: &[u8]) {
-    buffer[at..at + bytes.len()].copy_from_slice(bytes);
-}
-
 /// CRC-32C (Castagnoli, reflected), as VHDX checksums its headers and region tables.
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
+    gpt::reflected_crc32(bytes, 0x82F6_3B78)
 }
 
 #[cfg(test)]
