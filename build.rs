@@ -7,16 +7,20 @@ fn main() {
     println!("cargo:rustc-link-arg-bin=rom=-T{dir}/rom.ld");
     // The PVH kernel: linked at 1 MiB, no page alignment in the file (the VMM copies segments
     // wherever they lie in it), no symbols, no build ID: small, and the same bytes every time.
-    println!("cargo:rustc-link-arg-bin=pvh=-T{dir}/pvh.ld");
-    println!("cargo:rustc-link-arg-bin=pvh=--nmagic");
-    println!("cargo:rustc-link-arg-bin=pvh=--strip-all");
-    println!("cargo:rustc-link-arg-bin=pvh=--build-id=none");
+    for bin in ["pvh", "net-pvh"] {
+        println!("cargo:rustc-link-arg-bin={bin}=-T{dir}/pvh.ld");
+        println!("cargo:rustc-link-arg-bin={bin}=--nmagic");
+        println!("cargo:rustc-link-arg-bin={bin}=--strip-all");
+        println!("cargo:rustc-link-arg-bin={bin}=--build-id=none");
+    }
     // The UEFI program (lld-link): a timestamp derived from the content, not the clock, so that
     // two builds are bit for bit the same; and no PDB, whose GUID (in the program's debug
     // directory, and under /Brepro in its timestamp too) hashes the object files' absolute paths:
     // the same source built in another directory would differ.
-    println!("cargo:rustc-link-arg-bin=efi=/Brepro");
-    println!("cargo:rustc-link-arg-bin=efi=/DEBUG:NONE");
+    for bin in ["efi", "net-efi"] {
+        println!("cargo:rustc-link-arg-bin={bin}=/Brepro");
+        println!("cargo:rustc-link-arg-bin={bin}=/DEBUG:NONE");
+    }
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-changed=rom.ld");
     println!("cargo:rerun-if-changed=pvh.ld");

@@ -46,13 +46,27 @@ pub fn forever(pm: Pm, keyboard: impl Fn() -> bool) -> ! {
 /// The core's idle loop: as [`forever`], with `asked` saying whether someone asked the VM to
 /// power off (a key, the power button) and `power_off` doing it however the machine does.
 pub fn until_asked(asked: impl Fn() -> bool, power_off: impl Fn()) -> ! {
+    serve_until_asked((), |_| {}, asked, |_| power_off())
+}
+
+/// As [`until_asked`], with a service beside the console: `work` runs on `service` before the
+/// first sleep and after every wake-up (it arms whatever alarm it needs itself), and
+/// `power_off` gets the service too, to end it before the VM goes.
+#[inline(always)]
+pub fn serve_until_asked<S>(
+    mut service: S,
+    work: impl Fn(&mut S),
+    asked: impl Fn() -> bool,
+    power_off: impl Fn(&mut S),
+) -> ! {
     loop {
+        work(&mut service);
         pic::end_any_interrupt();
         // SAFETY: as in `forever`.
         unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
         let asked = asked();
         if echo_waiting() || asked {
-            power_off();
+            power_off(&mut service);
         }
     }
 }

@@ -42,6 +42,32 @@ pub fn stop_timer() {
     write(TIMER_INITIAL_COUNT, 0);
 }
 
+/// The timer's divide configuration register, and its value for "divide by 16".
+const TIMER_DIVIDE: usize = 0x3E0;
+const DIVIDE_BY_16: u32 = 0b0011;
+/// The timer's current count (read only).
+const TIMER_CURRENT_COUNT: usize = 0x390;
+
+/// Starts the timer counting down from `count` (in units of 16 bus clocks) once, raising
+/// `vector` when it reaches 0 (LVT timer mode bits 17-18 = 00: one-shot). A count of 0 stops it.
+pub fn one_shot(vector: u8, count: u32) {
+    write(TIMER_DIVIDE, DIVIDE_BY_16);
+    write(LVT_TIMER, u32::from(vector));
+    write(TIMER_INITIAL_COUNT, count);
+}
+
+/// Starts the timer counting down from the largest count, masked: a stopwatch for calibration.
+pub fn start_stopwatch() {
+    write(TIMER_DIVIDE, DIVIDE_BY_16);
+    write(LVT_TIMER, LVT_MASKED);
+    write(TIMER_INITIAL_COUNT, u32::MAX);
+}
+
+/// How far the stopwatch has counted down since [`start_stopwatch`].
+pub fn stopwatch_elapsed() -> u32 {
+    u32::MAX - read(TIMER_CURRENT_COUNT)
+}
+
 /// Task priority register: 0 lets every vector through.
 const TPR: usize = 0x80;
 /// The local APIC's ID register: the ID in bits 24-31.
@@ -62,6 +88,13 @@ pub fn id() -> u8 {
     let value =
         unsafe { core::ptr::with_exposed_provenance::<u32>(LAPIC_BASE + ID).read_volatile() };
     (value >> 24) as u8
+}
+
+/// Reads a local APIC register.
+#[inline(always)]
+fn read(register: usize) -> u32 {
+    // SAFETY: the local APIC's MMIO registers, 32-bit aligned, read 32 bits at a time.
+    unsafe { core::ptr::with_exposed_provenance::<u32>(LAPIC_BASE + register).read_volatile() }
 }
 
 /// Writes a local APIC register.

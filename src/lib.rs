@@ -16,12 +16,20 @@
 
 pub mod acpi;
 #[cfg(target_arch = "x86_64")]
+pub mod clock;
+#[cfg(target_arch = "x86_64")]
 pub mod core64;
 pub mod idle;
 pub mod ioapic;
 pub mod keyboard;
 pub mod lapic;
 pub mod message;
+#[cfg(target_arch = "x86_64")]
+pub mod net;
+#[cfg(target_arch = "x86_64")]
+pub mod nic;
+#[cfg(target_arch = "x86_64")]
+pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod port;

@@ -12,12 +12,18 @@ vm512_interrupt_return:
 
 # Every device interrupt (vectors 0x20-0xFE): end it at the local APIC (EOI register, 0xFEE000B0,
 # the default base every VMM keeps; writing it where nothing is in service, as for the 8259's
-# interrupts, does nothing), then return.
+# interrupts, does nothing), then return with interrupts still off (IF cleared in the saved
+# RFLAGS, at [rsp + 24] below the pushed RAX). Interrupts are only ever on for the idle loop's
+# `sti; hlt`, and the loop turns them off right after, so nothing else changes; but a level-
+# triggered line (a PCI card's INTx, the SCI) is still high until the loop has looked at its
+# device, and the I/O APIC (or an 8259 in level mode) sends it again at once: returning with
+# interrupts on would take it again before the loop ever ran, forever.
 .global vm512_interrupt_end
 vm512_interrupt_end:
     push rax
     mov eax, 0xFEE000B0
     mov dword ptr [rax], 0
+    and dword ptr [rsp + 24], ~0x200
     pop rax
     iretq
 

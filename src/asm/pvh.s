@@ -192,5 +192,5 @@ vm512_spare_page_directory:
 vm512_page_directories:
     .skip 4 * 4096
 vm512_stack:
-    .skip 16 * 1024
+    .skip {stack_size}
 vm512_stack_top:

@@ -39,6 +39,40 @@ pub trait Reach {
     }
 }
 
+/// Work the core does beside the console and the power button: the net family's network.
+pub trait Service: Sized {
+    /// No work at all: the core idles exactly as the classic images do.
+    const NONE: bool = false;
+
+    /// Finds and starts what it serves, its interrupts sent to this CPU's local APIC
+    /// (messages) or, for a line, to the ISA IRQ [`isa_irq`](Self::isa_irq) names. `map` makes
+    /// a register address reachable ([`Reach::map_device`]).
+    fn start(map: fn(u64) -> bool) -> Self;
+
+    /// The ISA IRQ its device's line is routed to, if it signals that way.
+    fn isa_irq(&self) -> Option<u8>;
+
+    /// Its work, before the first sleep and after every wake-up.
+    fn poll(&mut self);
+
+    /// Ends it before the VM powers off.
+    fn stop(&mut self);
+}
+
+/// No service: the classic images.
+pub struct Quiet;
+impl Service for Quiet {
+    const NONE: bool = true;
+    fn start(_: fn(u64) -> bool) -> Self {
+        Quiet
+    }
+    fn isa_irq(&self) -> Option<u8> {
+        None
+    }
+    fn poll(&mut self) {}
+    fn stop(&mut self) {}
+}
+
 /// The PC's fixed hardware (the classic UEFI program).
 pub struct Pc;
 impl Reach for Pc {
@@ -47,7 +81,7 @@ impl Reach for Pc {
 
 /// The machine is the caller's alone (no firmware services, interrupts off): takes it over and
 /// never returns. `rsdp` is where the ACPI tables start, if the firmware said.
-pub fn run<R: Reach>(rsdp: Option<u64>) -> ! {
+pub fn run<R: Reach, S: Service>(rsdp: Option<u64>) -> ! {
     // COM1 gets the line, standing on its own after whatever the firmware wrote there.
     if !R::LINE_PRINTED {
         serial::init();
@@ -70,8 +104,9 @@ pub fn run<R: Reach>(rsdp: Option<u64>) -> ! {
     }
     let tables = rsdp.map(power::Tables::read).unwrap_or_default();
     let power = power::Power::new(&tables, R::map_device);
+    let service = S::start(R::map_device);
     match tables.madt.as_ref().filter(|madt| has_io_apic(madt)) {
-        Some(madt) => route_through_io_apic(madt, &power),
+        Some(madt) => route_through_io_apic(madt, &power, service.isa_irq()),
         None => {
             // No I/O APIC named (no ACPI: QEMU `microvm,acpi=off`): the 8259s, as a BIOS leaves
             // them.
@@ -87,7 +122,14 @@ pub fn run<R: Reach>(rsdp: Option<u64>) -> ! {
     if idle::echo_waiting() | power.button_pressed() {
         power.power_off();
     }
-    idle::until_asked(|| keyboard::key_waiting() || power.button_pressed(), || power.power_off())
+    let asked = || keyboard::key_waiting() || power.button_pressed();
+    if S::NONE {
+        idle::until_asked(asked, || power.power_off())
+    }
+    idle::serve_until_asked(service, S::poll, asked, |service| {
+        service.stop();
+        power.power_off();
+    })
 }
 
 /// Whether the MADT names an I/O APIC that answers.
@@ -100,8 +142,9 @@ const KEYBOARD_IRQ: u8 = 1;
 const COM1_IRQ: u8 = 4;
 
 /// Masks the 8259s (where there are any) and every I/O APIC input, then sends the keyboard, COM1
-/// and the power button's interrupt (the SCI, or the GED's) through the I/O APICs to this CPU.
-fn route_through_io_apic(madt: &Madt, power: &power::Power) {
+/// and the power button's interrupt (the SCI, or the GED's), and a service's line (`extra`, an
+/// ISA IRQ), through the I/O APICs to this CPU.
+fn route_through_io_apic(madt: &Madt, power: &power::Power, extra: Option<u8>) {
     pic::disable(pic::LONG_MODE_VECTORS);
     lapic::accept_io_apic();
     for apic in madt.io_apics.iter().flatten() {
@@ -117,6 +160,10 @@ fn route_through_io_apic(madt: &Madt, power: &power::Power) {
         apic.route(input, vector, level, active_low, destination);
     };
     for irq in [KEYBOARD_IRQ, COM1_IRQ] {
+        let (gsi, level, active_low) = madt.isa_irq(irq);
+        route(gsi, level, active_low);
+    }
+    if let Some(irq) = extra {
         let (gsi, level, active_low) = madt.isa_irq(irq);
         route(gsi, level, active_low);
     }

@@ -12,35 +12,14 @@
 #![no_main]
 #![warn(unsafe_op_in_unsafe_fn)]
 
+mod entry;
 mod firmware;
 
 use r_efi::efi::{Handle, Status, SystemTable};
-use vm512::core64::{self, Pc};
-use vm512::message;
-
-/// The message as the firmware console takes it: UCS-2, a line of its own, NUL-terminated.
-fn message_ucs2() -> [u16; message::ROOM + 3] {
-    let mut text = [0u16; message::ROOM + 3];
-    text[0] = b'\r'.into();
-    text[1] = b'\n'.into();
-    let mut length = 2;
-    message::for_each_byte(|byte| {
-        text[length] = byte.into();
-        length += 1;
-    });
-    text
-}
+use vm512::core64::{Pc, Quiet};
 
 /// The firmware's entry point for an application image.
 #[unsafe(export_name = "efi_main")]
 extern "efiapi" fn efi_main(image: Handle, system: *mut SystemTable) -> Status {
-    // SAFETY: the firmware passes a valid system table.
-    let system = unsafe { &*system };
-    firmware::print(system, &message_ucs2());
-    let rsdp = firmware::rsdp(system);
-    if let Err(status) = firmware::exit_boot_services(image, system) {
-        // Still the firmware's machine: hand it back, which names the error on its console.
-        return status;
-    }
-    core64::run::<Pc>(rsdp.map(u64::from))
+    entry::enter::<Pc, Quiet>(image, system)
 }

@@ -12,50 +12,20 @@
 #![no_main]
 #![warn(unsafe_op_in_unsafe_fn)]
 
+mod entry;
 mod paging;
 mod start_info;
 
-use vm512::core64::{self, Reach};
-use vm512::{message, vga};
+use vm512::core64::Quiet;
 
-core::arch::global_asm!(include_str!("../asm/pvh.s"), serial_init = sym vm512::serial::INIT);
-
-/// Where a BIOS leaves the RSDP when the loader names none: a 16-byte boundary in 0xE0000-0xFFFFF.
-const BIOS_AREA: core::ops::Range<u64> = 0xE_0000..0x10_0000;
-
-/// The VGA text buffer's address: a screen only where the memory map does not call it RAM.
-const VGA_TEXT: u64 = 0xB_8000;
+core::arch::global_asm!(
+    include_str!("../asm/pvh.s"),
+    serial_init = sym vm512::serial::INIT,
+    stack_size = const 16 * 1024,
+);
 
 /// Called by `asm/pvh.s` in long mode, with the start info's physical address.
 #[unsafe(no_mangle)]
 extern "C" fn pvh_main(start_info: u32) -> ! {
-    let info = start_info::at(start_info);
-    let rsdp = info.and_then(|info| info.rsdp()).or_else(rsdp_in_bios_area);
-    let screen = info.and_then(|info| info.is_ram(VGA_TEXT)) == Some(false) && vga::present();
-    if screen {
-        let mut screen = vga::Screen::below_the_bios();
-        message::for_each_byte(|byte| screen.put(byte));
-    }
-    core64::run::<Pvh>(rsdp)
-}
-
-/// Any x86 VMM, with the stub's page tables.
-struct Pvh;
-impl Reach for Pvh {
-    const ANY_MACHINE: bool = true;
-    const LINE_PRINTED: bool = true;
-
-    fn map_device(address: u64) -> bool {
-        paging::map_device(address)
-    }
-}
-
-/// "RSD PTR " on a 16-byte boundary in the BIOS area (identity mapped), for loaders that leave
-/// `rsdp_paddr` 0.
-fn rsdp_in_bios_area() -> Option<u64> {
-    BIOS_AREA.step_by(16).find(|&at| {
-        // SAFETY: BIOS memory, mapped one to one; read only.
-        let bytes = unsafe { core::ptr::with_exposed_provenance::<[u8; 8]>(at as usize).read() };
-        &bytes == b"RSD PTR "
-    })
+    entry::enter::<Quiet>(start_info)
 }

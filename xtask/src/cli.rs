@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use anyhow::{Context, Result, bail};
 
 use crate::domain::artifacts::ImageOptions;
-use crate::domain::formats::Format;
+use crate::domain::formats::{Family, Format};
 use crate::domain::image::DEFAULT_MESSAGE;
 use crate::infra::qemu::Bus;
 use crate::tasks::bench::{BenchOptions, DEFAULT_VMS};
@@ -78,6 +78,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
     let mut vmm = Vmm::Qemu;
     let mut bench = BenchOptions::default();
     let mut no_install = false;
+    let mut net = false;
     let mut topic = None;
     let mut filter = None;
     while let Some(arg) = parser.next()? {
@@ -101,6 +102,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
                 format_lists.push(list);
             }
             Long("no-install") if takes_no_install => no_install = true,
+            Long("net") if takes_image_options => net = true,
             Long("rom") if command == "disasm" => rom = true,
             Long("bus") if command == "run" => {
                 let name = option_value(&mut parser, "--bus")?.string()?;
@@ -144,7 +146,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
     if formats.is_empty() {
         formats.push(Format::Raw);
     }
-    let image = ImageOptions { message, formats };
+    // `all` means both families; `--net` the net family alone (by default its PVH kernel; with
+    // `all`, each format it comes in).
+    let all_asked = format_lists.iter().any(|list| list.split(',').any(|n| n.trim() == "all"));
+    if net && format_lists.is_empty() {
+        formats = vec![Format::Pvh];
+    } else if net && all_asked {
+        formats.retain(|&f| Family::Net.has(f));
+    }
+    let families = match (net, all_asked) {
+        (true, _) => vec![Family::Net],
+        (false, true) => Family::ALL.to_vec(),
+        (false, false) => vec![Family::Classic],
+    };
+    let image = ImageOptions { message, formats, families };
+    image.check()?;
     let command = match command.as_str() {
         "image" => Command::Image(image),
         "run" => {
@@ -158,6 +174,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
                 uefi,
                 machine,
                 vmm,
+                net,
             })
         }
         "test" => Command::Test { filter },
@@ -238,7 +255,10 @@ previous set whole; concurrent builds wait for each other.
 
 OPTIONS:
 {message}
-    -f, --format LIST   Formats, comma-separated, or `all`; may be repeated [default: raw]
+    -f, --format LIST   Formats, comma-separated, or `all` (every format of both
+                        families); may be repeated [default: raw]
+    --net               The net family (512-byte-vm-net.<ext>: DHCP, ping, HTTP) alone, in
+                        the formats it comes in: efi, pvh [default with --net: pvh]
 {no_install}
 
 {}",
@@ -265,6 +285,9 @@ OPTIONS:
     --machine MACHINE   For pvh: the QEMU machine, microvm, pc or q35 [default: microvm]
     --vmm VMM           For pvh: qemu, cloud-hypervisor or firecracker (found on PATH;
                         they need /dev/kvm) [default: qemu]
+    --net               Boot the net family's kernel on q35 (or --machine pc) with the
+                        machine's default card on QEMU's user networking: it leases
+                        10.0.2.15, and its web page is forwarded to a free port here
 {no_install}
 
 {}",
@@ -386,6 +409,33 @@ mod tests {
         let parsed = parse_str(&["image", "--message", "Booted OK"]).unwrap();
         let expected = ImageOptions { message: "Booted OK".into(), ..ImageOptions::default() };
         assert_eq!(parsed, Command::Image(expected));
+    }
+
+    #[test]
+    fn all_builds_both_families_and_net_picks_the_net_family() {
+        let Command::Image(all) = parse_str(&["image", "--format", "all"]).unwrap() else {
+            panic!("not an image command")
+        };
+        assert_eq!(all, ImageOptions::everything());
+        let Command::Image(net) = parse_str(&["image", "--net"]).unwrap() else {
+            panic!("not an image command")
+        };
+        assert_eq!((net.formats, net.families), (vec![Format::Pvh], vec![Family::Net]));
+        let Command::Image(net) = parse_str(&["image", "--net", "-f", "all"]).unwrap() else {
+            panic!("not an image command")
+        };
+        assert_eq!(net.formats, Format::NET.to_vec());
+        let Command::Image(one) = parse_str(&["image", "-f", "pvh"]).unwrap() else {
+            panic!("not an image command")
+        };
+        assert_eq!(one.families, vec![Family::Classic]);
+        let refused = error(&["image", "--net", "-f", "rom"]);
+        assert!(refused.contains("512-byte-vm-net family has no rom format"), "{refused}");
+        assert!(refused.contains("efi, pvh"), "{refused}");
+        let Command::Run(run) = parse_str(&["run", "--net"]).unwrap() else {
+            panic!("not a run command")
+        };
+        assert!(run.net && run.format == Format::Pvh);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::Digest;
 
-use crate::domain::formats::{self, DISK_SIZE, Format};
+use crate::domain::formats::{self, DISK_SIZE, Family, Format};
 use crate::domain::image::{self, Image, SECTOR_SIZE, thousands};
 use crate::domain::{container_disk, efi, fat, gpt, iso, pvh, reproducible, vhdx, vmdk};
 use crate::infra::cargo;
@@ -44,11 +44,52 @@ pub fn run_dir() -> PathBuf {
 pub struct ImageOptions {
     pub message: String,
     pub formats: Vec<Format>,
+    /// The families to build those formats in (each only in the formats it comes in).
+    pub families: Vec<Family>,
 }
 
 impl Default for ImageOptions {
     fn default() -> Self {
-        ImageOptions { message: image::DEFAULT_MESSAGE.to_string(), formats: vec![Format::Raw] }
+        ImageOptions {
+            message: image::DEFAULT_MESSAGE.to_string(),
+            formats: vec![Format::Raw],
+            families: vec![Family::Classic],
+        }
+    }
+}
+
+impl ImageOptions {
+    /// Every format of both families.
+    pub fn everything() -> ImageOptions {
+        ImageOptions {
+            formats: Format::ALL.to_vec(),
+            families: Family::ALL.to_vec(),
+            ..ImageOptions::default()
+        }
+    }
+
+    /// The formats to build in `family`.
+    pub fn formats_of(&self, family: Family) -> Vec<Format> {
+        match self.families.contains(&family) {
+            true => self.formats.iter().copied().filter(|&f| family.has(f)).collect(),
+            false => Vec::new(),
+        }
+    }
+
+    /// Refuses a request for a format the only family asked for does not come in.
+    pub fn check(&self) -> Result<()> {
+        if let [family] = self.families[..]
+            && let Some(format) = self.formats.iter().find(|&&f| !family.has(f))
+        {
+            let names: Vec<_> = family.formats().iter().map(|f| f.name()).collect();
+            anyhow::bail!(
+                "the {} family has no {} format; it comes in {}",
+                family.stem(),
+                format.name(),
+                names.join(", ")
+            );
+        }
+        Ok(())
     }
 }
 
@@ -62,6 +103,10 @@ pub struct Built {
     pub pvh_bytes: usize,
     /// Each format with its file, in the order of [`Format::ALL`].
     pub artifacts: Vec<(Format, PathBuf)>,
+    /// The net family's programs' sizes (UEFI, PVH), and its files.
+    pub net_efi_bytes: usize,
+    pub net_pvh_bytes: usize,
+    pub net_artifacts: Vec<(Format, PathBuf)>,
     pub dir: PathBuf,
 }
 
@@ -70,8 +115,11 @@ pub struct Built {
 pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     // Refuse bad input and missing tools before spending time on the build.
     image::validate_message(&options.message)?;
+    options.check()?;
+    let classic_formats = options.formats_of(Family::Classic);
+    let net_formats = options.formats_of(Family::Net);
     let needs_qemu_img = |f: &Format| f.qemu_img_args().is_some() || *f == Format::ContainerDisk;
-    let qemu_img = match options.formats.iter().any(needs_qemu_img) {
+    let qemu_img = match classic_formats.iter().chain(&net_formats).any(needs_qemu_img) {
         true => {
             tools::require(&[Tool::QemuImg])?;
             Some(tools::path(Tool::QemuImg)?)
@@ -91,6 +139,18 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     let elf = fs::read(&elfs.pvh).with_context(|| format!("reading {}", elfs.pvh.display()))?;
     let mut kernel = Image::pvh_from_elf(elf).with_context(|| format!("{}", elfs.pvh.display()))?;
     kernel.set_message(&options.message)?;
+    let pe =
+        fs::read(&elfs.net_efi).with_context(|| format!("reading {}", elfs.net_efi.display()))?;
+    let mut net_efi =
+        Image::efi_from_pe(pe).with_context(|| format!("{}", elfs.net_efi.display()))?;
+    net_efi.set_message(&options.message)?;
+    efi::check_net_size(&net_efi.bytes, "the net UEFI program")?;
+    let elf =
+        fs::read(&elfs.net_pvh).with_context(|| format!("reading {}", elfs.net_pvh.display()))?;
+    let mut net_kernel =
+        Image::pvh_from_elf(elf).with_context(|| format!("{}", elfs.net_pvh.display()))?;
+    net_kernel.set_message(&options.message)?;
+    efi::check_net_size(&net_kernel.bytes, "the net PVH kernel")?;
     // Every disk's content: the GUIDs and the volume ID come from what the disk carries.
     let seed: [u8; 32] =
         sha2::Sha256::new().chain_update(&sector.bytes).chain_update(&efi.bytes).finalize().into();
@@ -108,11 +168,12 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     remove_stale_staging(parent, &name);
     let staging = Scratch::at(parent.join(format!(".{name}.staging-{}", std::process::id())))?;
     let epoch = reproducible::source_date_epoch()?;
-    let write_set = || -> Result<Vec<(Format, PathBuf)>> {
+    type Sets = (Vec<(Format, PathBuf)>, Vec<(Format, PathBuf)>);
+    let write_set = || -> Result<Sets> {
         let mut artifacts = Vec::new();
         // The qcow2's bytes, for the containerDisk (built into staging if not asked for).
         let mut qcow2: Option<Vec<u8>> = None;
-        for &format in &options.formats {
+        for &format in &classic_formats {
             let file = format!("{ARTIFACT_STEM}.{}", format.extension());
             let path = staging.join(&file);
             match format {
@@ -166,20 +227,35 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
             }
             artifacts.push((format, dir.join(file)));
         }
+        let mut net_artifacts = Vec::new();
+        for &format in &net_formats {
+            let file = Family::Net.file_name(format);
+            let bytes = match format {
+                Format::Efi => &net_efi.bytes,
+                Format::Pvh => &net_kernel.bytes,
+                _ => unreachable!("the net family's formats are checked above"),
+            };
+            write(&staging.join(&file), bytes)?;
+            net_artifacts.push((format, dir.join(file)));
+        }
         write_checksums(staging.path())?;
-        Ok(artifacts)
+        Ok((artifacts, net_artifacts))
     };
     // A failed write says why in plain words where the disk is full or not writable.
-    let artifacts = write_set().map_err(|error| match files::why_writes_fail(parent) {
-        Some(why) => error.context(format!("{why}; {} was left as it was", dir.display())),
-        None => error,
-    })?;
+    let (artifacts, net_artifacts) =
+        write_set().map_err(|error| match files::why_writes_fail(parent) {
+            Some(why) => error.context(format!("{why}; {} was left as it was", dir.display())),
+            None => error,
+        })?;
     files::replace_dir(staging.path(), dir)?;
     Ok(Built {
         sector,
         efi_bytes: efi.bytes.len(),
         pvh_bytes: kernel.bytes.len(),
         artifacts,
+        net_efi_bytes: net_efi.bytes.len(),
+        net_pvh_bytes: net_kernel.bytes.len(),
+        net_artifacts,
         dir: dir.to_path_buf(),
     })
 }
@@ -219,18 +295,22 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes `dir/SHA256SUMS` (the `sha256sum -c` format) for every artifact in `dir`.
+/// Writes `dir/SHA256SUMS` (the `sha256sum -c` format) for every artifact in `dir`, the
+/// classic family's first.
 pub fn write_checksums(dir: &Path) -> Result<PathBuf> {
     use sha2::{Digest, Sha256};
     let mut lines = String::new();
-    for format in Format::ALL {
-        let path = artifact_path(dir, format.extension());
-        if !path.exists() {
-            continue;
+    for family in Family::ALL {
+        for &format in family.formats() {
+            let file = family.file_name(format);
+            let path = dir.join(&file);
+            if !path.exists() {
+                continue;
+            }
+            let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            lines.push_str(&format!("{hex}  {file}\n"));
         }
-        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        lines.push_str(&format!("{hex}  {ARTIFACT_STEM}.{}\n", format.extension()));
     }
     let path = dir.join(CHECKSUMS);
     write(&path, lines.as_bytes())?;
@@ -268,8 +348,16 @@ impl Built {
             thousands(self.pvh_bytes as u64),
             thousands(pvh::SIZE_TARGET as u64)
         );
+        if !self.net_artifacts.is_empty() {
+            out += &format!(
+                "net family: UEFI program {} bytes, PVH kernel {} bytes (limit {} each)\n",
+                thousands(self.net_efi_bytes as u64),
+                thousands(self.net_pvh_bytes as u64),
+                thousands(efi::NET_SIZE_LIMIT as u64)
+            );
+        }
         out += &format!("{:<32} {:>11}  {:>15}\n", "artifact", "bytes", "original bundle");
-        for (format, path) in &self.artifacts {
+        for (format, path) in self.artifacts.iter().chain(&self.net_artifacts) {
             let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             let original = format.original_size().map_or("-".to_string(), thousands);
             let name = path.file_name().unwrap_or_default().to_string_lossy();

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::domain::archive::Archive;
 use crate::domain::artifacts::{ARTIFACT_STEM, CHECKSUMS};
-use crate::domain::formats::Format;
+use crate::domain::formats::{Family, Format};
 
 /// The guide's file name in the bundle.
 pub const GUIDE: &str = "WHERE-EACH-FILE-GOES.txt";
@@ -26,9 +26,8 @@ pub fn bundle(images: &Path, version: &str, epoch: u64) -> Result<Vec<u8>> {
     let sums = fs::read_to_string(images.join(CHECKSUMS))
         .with_context(|| format!("reading {}", images.join(CHECKSUMS).display()))?;
     let listed: Vec<&str> = sums.lines().filter_map(|line| line.split("  ").nth(1)).collect();
-    let missing: Vec<String> = Format::ALL
-        .iter()
-        .map(|f| format!("{ARTIFACT_STEM}.{}", f.extension()))
+    let missing: Vec<String> = Family::every_artifact()
+        .map(|(family, format)| family.file_name(format))
         .filter(|file| !listed.contains(&file.as_str()))
         .collect();
     if !missing.is_empty() {
@@ -56,14 +55,26 @@ pub fn guide(version: &str) -> String {
         "The 512-byte VM {version}: every image, and which platform takes it.\n\
          Check them with `sha256sum -c SHA256SUMS`.\n\n"
     );
-    for format in Format::ALL {
-        let file = format!("{ARTIFACT_STEM}.{}", format.extension());
-        text += &format!("{file:<32} {}\n", where_it_goes(format));
+    for (family, format) in Family::every_artifact() {
+        let file = family.file_name(format);
+        text += &format!("{file:<32} {}\n", where_it_goes(family, format));
     }
     text
 }
 
-fn where_it_goes(format: Format) -> &'static str {
+fn where_it_goes(family: Family, format: Format) -> &'static str {
+    match (family, format) {
+        (Family::Net, Format::Efi) => {
+            "the net VM's UEFI program: \\EFI\\BOOT\\BOOTX64.EFI on an EFI System Partition"
+        }
+        (Family::Net, Format::Pvh) => {
+            "the net VM as a PVH kernel: QEMU -kernel on pc or q35, with a NIC"
+        }
+        _ => where_classic_goes(format),
+    }
+}
+
+fn where_classic_goes(format: Format) -> &'static str {
     match format {
         Format::Raw => "the bare boot sector: QEMU -drive format=raw, a floppy, BIOS only",
         Format::Img => "raw 1 MiB disk, BIOS and UEFI: dd, OpenStack raw images, QEMU",
@@ -104,8 +115,8 @@ mod tests {
     #[test]
     fn the_guide_names_every_artifact() {
         let guide = guide("9.9.9");
-        for format in Format::ALL {
-            assert!(guide.contains(&format!("{ARTIFACT_STEM}.{} ", format.extension())), "{guide}");
+        for (family, format) in Family::every_artifact() {
+            assert!(guide.contains(&format!("{} ", family.file_name(format))), "{guide}");
         }
     }
 

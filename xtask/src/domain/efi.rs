@@ -12,6 +12,9 @@ use object::{LittleEndian, Object, ObjectSection};
 /// The most the program may weigh (the size target the project set itself).
 pub const SIZE_LIMIT: usize = 4096;
 
+/// The most the net family's program may weigh (network stack, drivers and all).
+pub const NET_SIZE_LIMIT: usize = 96 * 1024;
+
 /// The file range of the message area, after checking that `pe` is an x86-64 EFI application.
 pub fn message_area(pe: &[u8]) -> Result<Range<usize>> {
     let file = PeFile64::parse(pe).context("the UEFI program is not a PE32+ file")?;
@@ -33,11 +36,17 @@ pub fn message_area(pe: &[u8]) -> Result<Range<usize>> {
 
 /// Refuses a program over [`SIZE_LIMIT`].
 pub fn check_size(pe: &[u8]) -> Result<()> {
-    if pe.len() > SIZE_LIMIT {
-        bail!(
-            "the UEFI program is {} bytes, over its {SIZE_LIMIT}-byte limit: shrink src/efi/",
-            pe.len()
-        );
+    check_limit(pe, SIZE_LIMIT, "the UEFI program", "src/efi/")
+}
+
+/// Refuses a net program (UEFI or PVH) over [`NET_SIZE_LIMIT`].
+pub fn check_net_size(program: &[u8], what: &str) -> Result<()> {
+    check_limit(program, NET_SIZE_LIMIT, what, "src/net/ and src/nic/")
+}
+
+fn check_limit(program: &[u8], limit: usize, what: &str, shrink: &str) -> Result<()> {
+    if program.len() > limit {
+        bail!("{what} is {} bytes, over its {limit}-byte limit: shrink {shrink}", program.len());
     }
     Ok(())
 }

@@ -25,6 +25,50 @@ pub const DISK_SIZE: u64 = 1 << 20;
 /// every bus.
 pub const VHD_SIZE: u64 = 2040 * 512;
 
+/// The two families of artifacts: the classic VM, which sends nothing on any network, and the
+/// net VM, which takes a DHCP lease and answers ping and HTTP (`src/net/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Classic,
+    Net,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Classic, Family::Net];
+
+    /// The artifacts' base name: `512-byte-vm.<ext>`, `512-byte-vm-net.<ext>`.
+    pub fn stem(self) -> &'static str {
+        match self {
+            Family::Classic => "512-byte-vm",
+            Family::Net => "512-byte-vm-net",
+        }
+    }
+
+    /// The formats the family comes in, in [`Format::ALL`]'s order.
+    pub fn formats(self) -> &'static [Format] {
+        match self {
+            Family::Classic => &Format::ALL,
+            Family::Net => &Format::NET,
+        }
+    }
+
+    pub fn has(self, format: Format) -> bool {
+        self.formats().contains(&format)
+    }
+
+    /// The file name of `format` in this family.
+    pub fn file_name(self, format: Format) -> String {
+        format!("{}.{}", self.stem(), format.extension())
+    }
+
+    /// Every artifact of both families (what `--format all` builds), the classic ones first.
+    pub fn every_artifact() -> impl Iterator<Item = (Family, Format)> {
+        Family::ALL
+            .into_iter()
+            .flat_map(|family| family.formats().iter().map(move |&f| (family, f)))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Format {
     /// The bare 512-byte sector (BIOS only).
@@ -66,6 +110,9 @@ impl Format {
         Format::ContainerDisk,
         Format::Pvh,
     ];
+
+    /// The formats of the net family: its programs, which VMMs and firmware start directly.
+    pub const NET: [Format; 2] = [Format::Efi, Format::Pvh];
 
     /// The name on the command line, and the file extension.
     pub fn name(self) -> &'static str {

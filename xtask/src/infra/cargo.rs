@@ -35,6 +35,9 @@ pub struct Elfs {
     pub efi: PathBuf,
     /// The PVH kernel, an ELF64 file.
     pub pvh: PathBuf,
+    /// The net family's UEFI program and PVH kernel.
+    pub net_efi: PathBuf,
+    pub net_pvh: PathBuf,
 }
 
 /// The cargo that runs this xtask (`$CARGO`), so the pinned toolchain builds the boot sector too.
@@ -76,8 +79,8 @@ pub fn build_elfs() -> Result<Elfs> {
             &["--bin", "boot-sector", "--bin", "rom"],
             "boot sector and ROM",
         ),
-        (crate_cargo("build", UEFI_TARGET), &["--bin", "efi"], "UEFI program"),
-        (pvh_cargo("build"), &["--bin", "pvh"], "PVH kernel"),
+        (crate_cargo("build", UEFI_TARGET), &["--bin", "efi", "--bin", "net-efi"], "UEFI programs"),
+        (pvh_cargo("build"), &["--bin", "pvh", "--bin", "net-pvh"], "PVH kernels"),
     ];
     for (mut command, bins, what) in builds {
         let status = process::status(command.args(bins).args(BUILD_STD))
@@ -91,6 +94,8 @@ pub fn build_elfs() -> Result<Elfs> {
         rom: elf_dir().join("rom"),
         efi: target_dir().join(UEFI_TARGET).join("release").join("efi.efi"),
         pvh: target_dir().join(PVH_TARGET).join("release").join("pvh"),
+        net_efi: target_dir().join(UEFI_TARGET).join("release").join("net-efi.efi"),
+        net_pvh: target_dir().join(PVH_TARGET).join("release").join("net-pvh"),
     })
 }
 

@@ -43,10 +43,17 @@ pub enum Tool {
     Parted,
     Sfdisk,
     Blkid,
+    /// The net family's private test networks: dnsmasq (the DHCP server and router
+    /// advertisements libvirt and OpenStack use), iproute2's `ip` (namespaces, bridges, taps),
+    /// ping, and Python's raw sockets for the bad-input frames.
+    Dnsmasq,
+    Ip,
+    Ping,
+    Python,
 }
 
 /// What `cargo xtask test` needs besides the toolchain.
-pub const FOR_TESTS: [Tool; 11] = [
+pub const FOR_TESTS: [Tool; 15] = [
     Tool::Qemu,
     Tool::QemuImg,
     Tool::SevenZip,
@@ -58,6 +65,10 @@ pub const FOR_TESTS: [Tool; 11] = [
     Tool::Parted,
     Tool::Sfdisk,
     Tool::Blkid,
+    Tool::Dnsmasq,
+    Tool::Ip,
+    Tool::Ping,
+    Tool::Python,
 ];
 
 /// Where Debian and Fedora put OVMF's single-file image (for `-bios`), its code and its
@@ -99,6 +110,10 @@ impl Tool {
             Tool::Parted => "parted",
             Tool::Sfdisk => "sfdisk",
             Tool::Blkid => "blkid",
+            Tool::Dnsmasq => "dnsmasq",
+            Tool::Ip => "ip",
+            Tool::Ping => "ping",
+            Tool::Python => "python3",
         }
     }
 
@@ -129,6 +144,9 @@ impl Tool {
             Tool::Parted | Tool::Sfdisk | Tool::Blkid => {
                 "the tests read the disks' partition table with it"
             }
+            Tool::Dnsmasq | Tool::Ip | Tool::Ping | Tool::Python => {
+                "the net family's tests build a private network with it"
+            }
         }
     }
 
@@ -145,6 +163,10 @@ impl Tool {
             Tool::Parted => "parted",
             Tool::Sfdisk => "fdisk",
             Tool::Blkid => "util-linux",
+            Tool::Dnsmasq => "dnsmasq-base",
+            Tool::Ip => "iproute2",
+            Tool::Ping => "iputils-ping",
+            Tool::Python => "python3",
         }
     }
 
@@ -160,6 +182,10 @@ impl Tool {
             Tool::Ovmf => "edk2-ovmf",
             Tool::Parted => "parted",
             Tool::Sfdisk | Tool::Blkid => "util-linux",
+            Tool::Dnsmasq => "dnsmasq",
+            Tool::Ip => "iproute",
+            Tool::Ping => "iputils",
+            Tool::Python => "python3",
         }
     }
 }

@@ -175,7 +175,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     println!("benchmarking on {}", machine.describe());
     let out_dir = target_dir().join("bench");
     let images = out_dir.join("images");
-    let all = ImageOptions { formats: Format::ALL.to_vec(), ..ImageOptions::default() };
+    let all = ImageOptions::everything();
     let sector = artifacts::build(&all, &images)?.sector;
     let raw = artifacts::artifact_path(&images, "raw");
     let rom = artifacts::artifact_path(&images, "rom");

@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::domain::artifacts::{self, ImageOptions};
-use crate::domain::formats::Format;
 use crate::domain::image::thousands;
 use crate::domain::{dist, reproducible};
 use crate::infra::files::{project_root, target_dir};
@@ -16,7 +15,7 @@ pub fn run() -> Result<()> {
     let manifest = fs::read_to_string(project_root().join("Cargo.toml"))?;
     let version = dist::version(&manifest)?;
     let out = target_dir().join("dist");
-    let all = ImageOptions { formats: Format::ALL.to_vec(), ..ImageOptions::default() };
+    let all = ImageOptions::everything();
     println!("building every format for {}", dist::name(&version));
     let built = artifacts::build(&all, &out.join("images"))?;
     let epoch = reproducible::source_date_epoch()?.unwrap_or(0);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::domain::artifacts::{self, ImageOptions};
-use crate::domain::formats::Format;
+use crate::domain::formats::{Family, Format};
 use std::ops::DerefMut;
 
 use crate::infra::guest::Guest;
@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub machine: Option<String>,
     /// The VMM that boots the PVH kernel.
     pub vmm: Vmm,
+    /// The net family's program, with a network card on QEMU's user networking.
+    pub net: bool,
 }
 
 /// The VMMs `run` boots the PVH kernel with.
@@ -107,6 +109,21 @@ impl RunOptions {
                 "pvh is a kernel the VMM enters directly, with no firmware to choose: leave out --uefi"
             );
         }
+        if self.net && format != Format::Pvh {
+            bail!(
+                "the net family boots here as its PVH kernel: run --net --format pvh (its UEFI \
+                 program, 512-byte-vm-net.efi, goes on an EFI System Partition of your own)"
+            );
+        }
+        if self.net && self.vmm != Vmm::Qemu {
+            bail!("--net boots on QEMU (with user networking): leave out --vmm");
+        }
+        if self.net && self.machine.as_deref() == Some("microvm") {
+            bail!(
+                "the net kernel finds its card on PCI, which microvm has not: use --machine q35 \
+                 (the default with --net) or pc"
+            );
+        }
         if format == Format::Pvh && self.vmm != Vmm::Qemu && self.machine.is_some() {
             bail!("--machine picks a QEMU machine; {} has its own: leave it out", self.vmm.name());
         }
@@ -166,10 +183,22 @@ pub fn run(options: &RunOptions) -> Result<()> {
     }
     tools::require(&needed)?;
     let (display, note) = choose_display();
-    let image = ImageOptions { message: options.message.clone(), formats: vec![options.format] };
+    let family = if options.net { Family::Net } else { Family::Classic };
+    let image = ImageOptions {
+        message: options.message.clone(),
+        formats: vec![options.format],
+        families: vec![family],
+    };
     let built = artifacts::build(&image, &artifacts::run_dir())?;
     print!("{}", built.report());
-    let path: PathBuf = built.artifacts.first().context("no format to boot")?.1.clone();
+    let path: PathBuf = built
+        .artifacts
+        .iter()
+        .chain(&built.net_artifacts)
+        .next()
+        .context("no format to boot")?
+        .1
+        .clone();
 
     let mut config = options.format.vm_config(&path, bus);
     config.accel = accel;
@@ -185,6 +214,19 @@ pub fn run(options: &RunOptions) -> Result<()> {
     }
     if let Some(machine) = &options.machine {
         config.machine = machine.clone();
+    } else if options.net {
+        config.machine = "q35".into();
+    }
+    let mut forwarded = None;
+    if options.net {
+        // A free port on this host for the VM's web page (QEMU takes it over at once).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        config.nic = Some(qemu::Nic {
+            model: None,
+            backend: qemu::NetBackend::User { forward_to: Some(port) },
+            mac: None,
+        });
+        forwarded = Some(port);
     }
     // microvm has no graphics: its window would stay black.
     let display = display.filter(|_| config.machine != "microvm");
@@ -220,6 +262,13 @@ pub fn run(options: &RunOptions) -> Result<()> {
          or Ctrl-D at the start of a line powers the VM off. Lines you type go to COM1, and the \
          VM echoes them back."
     );
+    if let (Some(port), Some(nic)) = (forwarded, &config.nic) {
+        println!(
+            "Network: {} on QEMU's user networking; the VM leases 10.0.2.15, and its web page is \
+             http://127.0.0.1:{port}/ (try `curl http://127.0.0.1:{port}/`).",
+            nic.model_on(&config.machine)
+        );
+    }
     println!("----");
 
     // Before QEMU starts: it makes the terminal non-blocking.
@@ -291,7 +340,11 @@ fn run_elsewhere(options: &RunOptions) -> Result<()> {
         );
     }
     qemu::kvm_usable().map_err(|why| anyhow::anyhow!("{} needs KVM: {why}", options.vmm.name()))?;
-    let image = ImageOptions { message: options.message.clone(), formats: vec![Format::Pvh] };
+    let image = ImageOptions {
+        message: options.message.clone(),
+        formats: vec![Format::Pvh],
+        ..ImageOptions::default()
+    };
     let built = artifacts::build(&image, &artifacts::run_dir())?;
     print!("{}", built.report());
     let path = built.artifacts.first().context("no kernel to boot")?.1.clone();
@@ -500,6 +553,7 @@ mod tests {
             uefi: false,
             machine: None,
             vmm: Vmm::Qemu,
+            net: false,
         }
         .bus()
         .map_err(|e| e.to_string())
@@ -533,6 +587,7 @@ mod tests {
             uefi: true,
             machine: None,
             vmm: Vmm::Qemu,
+            net: false,
         };
         for format in [Format::Raw, Format::Rom] {
             let error = uefi(format).bus().unwrap_err().to_string();
@@ -541,6 +596,25 @@ mod tests {
         for format in [Format::Img, Format::Vhd, Format::Iso] {
             assert_eq!(uefi(format).bus().unwrap(), Bus::Ide);
         }
+    }
+
+    #[test]
+    fn the_net_family_runs_as_its_kernel_on_a_machine_with_pci() {
+        let net = |format, machine: Option<&str>| RunOptions {
+            format,
+            message: String::new(),
+            bus: None,
+            uefi: false,
+            machine: machine.map(str::to_string),
+            vmm: Vmm::Qemu,
+            net: true,
+        };
+        assert!(net(Format::Pvh, None).bus().is_ok());
+        assert!(net(Format::Pvh, Some("pc")).bus().is_ok());
+        let error = net(Format::Pvh, Some("microvm")).bus().unwrap_err().to_string();
+        assert!(error.contains("PCI") && error.contains("--machine q35"), "{error}");
+        let error = net(Format::Efi, None).bus().unwrap_err().to_string();
+        assert!(error.contains("run --net --format pvh"), "{error}");
     }
 
     #[test]

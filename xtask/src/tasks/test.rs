@@ -6,7 +6,6 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::domain::artifacts::{self, ImageOptions};
-use crate::domain::formats::Format;
 use crate::infra::cargo;
 use crate::infra::files::{self, SCRATCH_ENV, Scratch};
 use crate::infra::process;
@@ -28,7 +27,7 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     tools::require(&tools::FOR_TESTS)?;
     let target = files::target_dir();
     let dir = target.join("test-images");
-    let all = ImageOptions { formats: Format::ALL.to_vec(), ..ImageOptions::default() };
+    let all = ImageOptions::everything();
     println!("building the test images in {}", dir.display());
     artifacts::build(&all, &dir)?;
     // A second build from scratch, for the bit-for-bit reproducibility test.

@@ -8,6 +8,7 @@ mod aml;
 #[path = "../../../src/acpi/tables.rs"]
 mod tables;
 
+use super::harness::Noise;
 use aml::{Ged, Interrupt, Register, SYSTEM_IO, SYSTEM_MEMORY};
 use tables::{GenericAddress, IoApic, Override};
 
@@ -138,22 +139,6 @@ fn the_generic_event_device_is_found_with_its_power_button_event() {
     // machines have none: their button is fixed hardware.
     for name in ["firecracker", "qemu-pc", "qemu-q35"] {
         assert_eq!(aml::ged(machine(name).dsdt), None, "{name}");
-    }
-}
-
-/// A small, seeded generator (xorshift64*), so that a failure names the input that caused it.
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::harness::*;
-use crate::domain::artifacts::{ARTIFACT_STEM, CHECKSUMS};
+use crate::domain::artifacts::CHECKSUMS;
 use crate::domain::dist;
-use crate::domain::formats::Format;
+use crate::domain::formats::Family;
 use crate::infra::files;
 use crate::tasks::test::{IMAGES_ENV, REBUILD_DIR};
 
@@ -29,7 +29,7 @@ fn the_bundle_unpacks_checks_and_rebuilds_the_same() {
     let check = check.unwrap();
     assert!(check.status.success(), "sha256sum -c: {}", String::from_utf8_lossy(&check.stdout));
     let mut expected: Vec<String> =
-        Format::ALL.iter().map(|f| format!("{ARTIFACT_STEM}.{}", f.extension())).collect();
+        Family::every_artifact().map(|(family, format)| family.file_name(format)).collect();
     expected.extend([CHECKSUMS.to_string(), dist::GUIDE.to_string()]);
     expected.sort();
     let mut found: Vec<String> = std::fs::read_dir(&top)

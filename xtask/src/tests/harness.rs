@@ -279,3 +279,20 @@ pub fn assert_every_wake_up_answered_after_a_long_idle(vms: &mut [Vm]) {
         _ => vm.qmp("system_powerdown").unwrap(),
     });
 }
+
+/// A small, seeded generator (xorshift64*) for generated input, so that a failure names the
+/// input that caused it.
+pub struct Noise(pub u64);
+
+impl Noise {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}

@@ -47,6 +47,55 @@ pub fn uefi_line(message: &str) -> String {
     format!("\r\n{message}\r\n")
 }
 
+/// A network card and what it is plugged into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    /// The QEMU device (`virtio-net-pci`, `e1000`, `e1000e`, with options), or the machine's
+    /// default card: e1000 on `pc`, e1000e on `q35`.
+    pub model: Option<String>,
+    pub backend: NetBackend,
+    /// The card's MAC address, or QEMU's default (52:54:00:12:34:56).
+    pub mac: Option<String>,
+}
+
+/// The network behind a card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetBackend {
+    /// QEMU's user networking (10.0.2.0/24, the guest leases 10.0.2.15), with the guest's TCP
+    /// port 80 forwarded to this host port on 127.0.0.1.
+    User { forward_to: Option<u16> },
+    /// A tap device (made by the caller, on a bridge of its own). (The tests' private
+    /// networks.)
+    #[cfg_attr(not(test), allow(dead_code))]
+    Tap { ifname: String },
+}
+
+impl Nic {
+    /// The card's model on `machine`.
+    pub fn model_on(&self, machine: &str) -> String {
+        match &self.model {
+            Some(model) => model.clone(),
+            None if machine == "q35" => "e1000e".into(),
+            None => "e1000".into(),
+        }
+    }
+
+    fn args(&self, machine: &str) -> [String; 4] {
+        let netdev = match &self.backend {
+            NetBackend::User { forward_to: None } => "user,id=net0".to_string(),
+            NetBackend::User { forward_to: Some(port) } => {
+                format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:80")
+            }
+            NetBackend::Tap { ifname } => {
+                format!("tap,id=net0,ifname={ifname},script=no,downscript=no")
+            }
+        };
+        let mac = self.mac.as_deref().map(|mac| format!(",mac={mac}")).unwrap_or_default();
+        let device = format!("{},netdev=net0{mac}", self.model_on(machine));
+        ["-netdev".into(), netdev, "-device".into(), device]
+    }
+}
+
 /// The machine's firmware.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Firmware {
@@ -80,6 +129,8 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// SeaBIOS or OVMF.
     pub firmware: Firmware,
+    /// The network card, or none (`-nic none`: no PXE ROM for the firmware to try first).
+    pub nic: Option<Nic>,
     /// Extra arguments, appended last.
     pub extra: Vec<OsString>,
     /// What to call this VM in messages, in front of its description (a test case's name).
@@ -106,6 +157,7 @@ impl VmConfig {
             vga: None,
             memory_mib: 32,
             firmware: Firmware::Bios,
+            nic: None,
             extra: Vec::new(),
             label: None,
         }
@@ -132,9 +184,16 @@ impl VmConfig {
                 &format!("if=pflash,format=raw,unit=1,file={}", escape(vars)),
             ]),
         }
-        // No monitor; no network (and so no PXE ROM to wait for); a guest reset ends QEMU
-        // instead of booting again, so a crash cannot pass for a boot.
-        push(&["-monitor", "none", "-nic", "none", "-no-reboot"]);
+        // No monitor; no network unless asked for (and so no PXE ROM to wait for); a guest
+        // reset ends QEMU instead of booting again, so a crash cannot pass for a boot.
+        push(&["-monitor", "none", "-no-reboot"]);
+        match &self.nic {
+            None => push(&["-nic", "none"]),
+            Some(nic) => {
+                let nic = nic.args(&self.machine);
+                push(&nic.each_ref().map(String::as_str))
+            }
+        }
         match &self.serial {
             Serial::Stdio => push(&["-serial", "stdio"]),
             Serial::None => push(&["-serial", "none"]),

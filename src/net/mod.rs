@@ -1,0 +1,462 @@
+//! The net family's network: the first card PCI lists (`nic`), smoltcp on top of it (no heap:
+//! every buffer below is a static), and what the VM does on the wire:
+//!
+//! - DHCPv4: a lease for the card's MAC, with a host name derived from it (`vm512-` and the
+//!   MAC's digits) and its client identifier; renewal at T1, rebinding at T2 (smoltcp); a
+//!   DHCPRELEASE when the VM powers off gracefully, so that a farm gives its leases back.
+//! - Once leased, the line `<message> <address>` on COM1, after the message line.
+//! - ARP, ICMP echo (v4 and v6), IPv6 link-local and SLAAC addresses with neighbour discovery.
+//! - TCP port 80: `GET /` answers 200 with the message, the MAC and the addresses (`http`).
+//!
+//! Nothing is periodic: after each wake-up the stack is polled and the local APIC's one-shot
+//! timer is armed for its next deadline only (`clock`).
+
+pub mod device;
+pub mod glean;
+pub mod http;
+pub mod text;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::socket::{dhcpv4, tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress, IpAddress, IpCidr, IpEndpoint,
+    Ipv4Address, Ipv6Address,
+};
+
+use crate::clock::Clock;
+use crate::nic::{self, Model, Nic, Signal};
+use crate::{message, serial};
+use device::Port;
+use text::Text;
+
+/// TCP sockets serving port 80: that many connections at once; more are refused (reset).
+const WEB: usize = 4;
+const HTTP_PORT: u16 = 80;
+/// Each connection's receive and send buffer.
+const WEB_BUFFER: usize = 1024;
+/// A connection still open this long after it began is cut (a client that never sends its
+/// request, or never reads the answer, must not hold a socket).
+const WEB_LIFETIME_US: u64 = 10_000_000;
+/// The most frames taken in one wake-up (a flood must not keep COM1 and the power button
+/// waiting): the rest wait for the next turn, which comes at once.
+const FRAMES_PER_TURN: usize = 32;
+/// DHCP's ports.
+const DHCP_SERVER_PORT: u16 = 67;
+const DHCP_CLIENT_PORT: u16 = 68;
+/// How long the release may take to leave (resolving the server's MAC first, at worst).
+const RELEASE_WAIT_US: u64 = 300_000;
+/// DHCPDISCOVER's retransmissions: every 2 s at first, the wait doubling up to 32 s while no
+/// server answers (RFC 2131, 4.1, asks for a randomised exponential backoff; a first DISCOVER
+/// lost while the port joins its bridge should not cost the 10 s of smoltcp's default).
+const FIRST_DISCOVER_WAIT_US: u64 = 2_000_000;
+const LAST_DISCOVER_WAIT_US: u64 = 32_000_000;
+/// The DHCP host name option (RFC 2132, 3.14).
+const HOST_NAME_OPTION: u8 = 12;
+/// The most IPv6 addresses shown (link-local and SLAAC).
+const MAX_SHOWN: usize = 3;
+
+/// The sockets: DHCP, the web, and the one that sends the release.
+const SOCKETS: usize = 2 + WEB;
+
+/// Static storage for the stack, handed out once by [`Network::start`]. All zeros, so that it
+/// costs the image no bytes (the socket slots and the DHCP option are set up at start).
+struct Storage {
+    web_rx: [[u8; WEB_BUFFER]; WEB],
+    web_tx: [[u8; WEB_BUFFER]; WEB],
+    release_tx: [u8; 576],
+    host_name: Text<18>,
+}
+
+static mut STORAGE: Storage = Storage {
+    web_rx: [[0; WEB_BUFFER]; WEB],
+    web_tx: [[0; WEB_BUFFER]; WEB],
+    release_tx: [0; 576],
+    host_name: Text::new(),
+};
+
+/// The socket slots and DHCP's extra option, set at start.
+static mut SOCKET_SLOTS: [SocketStorage<'static>; SOCKETS] = [SocketStorage::EMPTY; SOCKETS];
+static mut OPTIONS: [smoltcp::wire::DhcpOption<'static>; 1] =
+    [smoltcp::wire::DhcpOption { kind: HOST_NAME_OPTION, data: &[] }];
+static mut RELEASE_META: [[udp::PacketMetadata; 1]; 2] = [[udp::PacketMetadata::EMPTY; 1]; 2];
+
+/// The address DHCP gave, and who gave it.
+#[derive(Clone, Copy)]
+struct Lease {
+    address: Ipv4Address,
+    server: Ipv4Address,
+}
+
+/// The network, running.
+pub struct Network {
+    nic: Nic,
+    signal: Signal,
+    clock: Clock,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dhcp: SocketHandle,
+    web: [SocketHandle; WEB],
+    /// When each web connection began (`None`: listening).
+    web_since: [Option<u64>; WEB],
+    /// Whether each connection has had its answer.
+    web_answered: [bool; WEB],
+    release: SocketHandle,
+    lease: Option<Lease>,
+    /// The senders taught to the stack, and the VM's addresses it needs for that.
+    gleaner: glean::Gleaner,
+    /// While no lease: the DISCOVER interval now, and when it next doubles.
+    discover_wait_us: u64,
+    backoff_at: u64,
+    mac: [u8; 6],
+    model: Model,
+}
+
+impl Network {
+    /// Finds and starts the card, measures the clock and sets the stack up; `None` without a
+    /// card the VM drives. Called once.
+    pub fn start(apic_id: u8, map: impl Fn(u64) -> bool) -> Option<Network> {
+        let (nic, model, signal) = nic::find(apic_id, map)?;
+        let clock = Clock::calibrate();
+        let mac = nic.mac();
+        let mut config = Config::new(EthernetAddress(mac).into());
+        config.random_seed = clock.seed();
+        config.slaac = true;
+        let now = Instant::from_micros(clock.now_us() as i64);
+        let mut gleaner = glean::Gleaner::new(mac);
+        let mut iface = Interface::new(config, &mut Port { nic: &nic, gleaner: &mut gleaner }, now);
+        iface.update_ip_addrs(|addresses| {
+            let link_local = Ipv6Address::from(text::link_local(mac));
+            let _ = addresses.push(IpCidr::new(IpAddress::Ipv6(link_local), 64));
+        });
+
+        // SAFETY: called once (the core starts its service once); from here on the storage is
+        // the stack's alone.
+        let (Storage { web_rx, web_tx, release_tx, host_name }, slots, options, meta) = unsafe {
+            (
+                &mut *(&raw mut STORAGE),
+                &mut *(&raw mut SOCKET_SLOTS),
+                &mut *(&raw mut OPTIONS),
+                &mut *(&raw mut RELEASE_META),
+            )
+        };
+        *host_name = text::host_name(mac);
+        let host_name: &'static Text<18> = host_name;
+        options[0].data = host_name.as_bytes();
+        let options: &'static [smoltcp::wire::DhcpOption<'static>] = options;
+        let [release_rx_meta, release_tx_meta] = meta;
+        let mut sockets = SocketSet::new(&mut slots[..]);
+        let mut dhcp = dhcpv4::Socket::new();
+        dhcp.set_outgoing_options(options);
+        let mut retry = dhcp.get_retry_config();
+        retry.discover_timeout = smoltcp::time::Duration::from_micros(FIRST_DISCOVER_WAIT_US);
+        dhcp.set_retry_config(retry);
+        let dhcp = sockets.add(dhcp);
+        let mut web = [dhcp; WEB];
+        for (handle, (rx, tx)) in web.iter_mut().zip(web_rx.iter_mut().zip(web_tx.iter_mut())) {
+            let rx = tcp::SocketBuffer::new(&mut rx[..]);
+            let tx = tcp::SocketBuffer::new(&mut tx[..]);
+            *handle = sockets.add(tcp::Socket::new(rx, tx));
+        }
+        let release = sockets.add(udp::Socket::new(
+            udp::PacketBuffer::new(&mut release_rx_meta[..], &mut [][..]),
+            udp::PacketBuffer::new(&mut release_tx_meta[..], &mut release_tx[..]),
+        ));
+        Some(Network {
+            nic,
+            signal,
+            clock,
+            iface,
+            sockets,
+            dhcp,
+            web,
+            web_since: [None; WEB],
+            web_answered: [false; WEB],
+            release,
+            lease: None,
+            gleaner,
+            discover_wait_us: FIRST_DISCOVER_WAIT_US,
+            backoff_at: clock.now_us() + FIRST_DISCOVER_WAIT_US,
+            mac,
+            model,
+        })
+    }
+
+    /// The ISA IRQ the card's INTx line is routed to, where it signals that way.
+    pub fn isa_irq(&self) -> Option<u8> {
+        match self.signal {
+            Signal::IsaIrq(irq) => Some(irq),
+            _ => None,
+        }
+    }
+
+    pub fn model(&self) -> Model {
+        self.model
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.clock.now_us() as i64)
+    }
+
+    /// One turn of work after a wake-up: frames in and out, DHCP, the web; then the alarm for
+    /// the next deadline.
+    pub fn poll(&mut self) {
+        self.nic.acknowledge();
+        let now = self.now();
+        self.back_off(now.total_micros() as u64);
+        self.turn(now);
+        self.dhcp_events();
+        self.serve_web(now);
+        // What the answers queued goes out now, not at the next wake-up.
+        let mut port = Port { nic: &self.nic, gleaner: &mut self.gleaner };
+        self.iface.poll_egress(now, &mut port, &mut self.sockets);
+        self.set_alarm(now);
+    }
+
+    /// Frames in (at most a turn's worth), the stack's timers, frames out.
+    fn turn(&mut self, now: Instant) {
+        self.iface.poll_maintenance(now);
+        self.gleaner.ipv4 = self.lease.map(|lease| lease.address.octets());
+        let mut ipv6 = self.iface.ip_addrs().iter().filter_map(|cidr| match cidr {
+            IpCidr::Ipv6(cidr) => Some(cidr.address().octets()),
+            _ => None,
+        });
+        self.gleaner.ipv6 = core::array::from_fn(|_| ipv6.next());
+        let mut port = Port { nic: &self.nic, gleaner: &mut self.gleaner };
+        for _ in 0..FRAMES_PER_TURN {
+            use smoltcp::iface::PollIngressSingleResult::None as Idle;
+            if matches!(self.iface.poll_ingress_single(now, &mut port, &mut self.sockets), Idle) {
+                break;
+            }
+        }
+        self.iface.poll_egress(now, &mut port, &mut self.sockets);
+    }
+
+    /// Arms the alarm for the stack's next deadline, the web's, or at once where frames wait.
+    fn set_alarm(&mut self, now: Instant) {
+        let mut wait = self.iface.poll_delay(now, &self.sockets).map(|d| d.total_micros());
+        let now_us = now.total_micros() as u64;
+        for since in self.web_since.iter().flatten() {
+            let left = (since + WEB_LIFETIME_US).saturating_sub(now_us);
+            wait = Some(wait.map_or(left, |wait| wait.min(left)));
+        }
+        if self.nic.received().is_some() {
+            wait = Some(0);
+        }
+        self.clock.alarm_in(wait);
+    }
+
+    /// Without a lease, doubles the DISCOVER interval each time one has passed (up to its
+    /// cap); with one, starts again from the first interval for the next time.
+    fn back_off(&mut self, now_us: u64) {
+        if self.lease.is_some() {
+            // Should the lease go, the first interval runs from its last wake-up.
+            self.backoff_at = now_us + FIRST_DISCOVER_WAIT_US;
+            if self.discover_wait_us == FIRST_DISCOVER_WAIT_US {
+                return;
+            }
+            self.discover_wait_us = FIRST_DISCOVER_WAIT_US;
+        } else if now_us >= self.backoff_at && self.discover_wait_us < LAST_DISCOVER_WAIT_US {
+            self.discover_wait_us *= 2;
+            self.backoff_at = now_us + self.discover_wait_us;
+        } else {
+            return;
+        }
+        let socket = self.sockets.get_mut::<dhcpv4::Socket>(self.dhcp);
+        let mut retry = socket.get_retry_config();
+        retry.discover_timeout = smoltcp::time::Duration::from_micros(self.discover_wait_us);
+        socket.set_retry_config(retry);
+    }
+
+    /// Takes DHCP's news: a new lease sets the address and the default route and prints the
+    /// line; a lost one removes them.
+    fn dhcp_events(&mut self) {
+        let event = match self.sockets.get_mut::<dhcpv4::Socket>(self.dhcp).poll() {
+            None => return,
+            Some(dhcpv4::Event::Configured(config)) => {
+                Some((config.address, config.router, config.server.address))
+            }
+            Some(dhcpv4::Event::Deconfigured) => None,
+        };
+        self.iface.update_ip_addrs(|addresses| addresses.retain(|a| !matches!(a, IpCidr::Ipv4(_))));
+        self.iface.routes_mut().remove_default_ipv4_route();
+        self.lease = None;
+        let Some((address, router, server)) = event else { return };
+        self.iface.update_ip_addrs(|addresses| {
+            let _ = addresses.push(IpCidr::Ipv4(address));
+        });
+        if let Some(router) = router {
+            let _ = self.iface.routes_mut().add_default_ipv4_route(router);
+        }
+        self.lease = Some(Lease { address: address.address(), server });
+        self.announce();
+    }
+
+    /// `<message> <address>` on COM1, a line of its own.
+    fn announce(&self) {
+        let Some(lease) = self.lease else { return };
+        let mut line = Text::<{ message::ROOM + 24 }>::default();
+        message::for_each_byte(|byte| {
+            if byte != b'\r' && byte != b'\n' {
+                line.push(byte);
+            }
+        });
+        line.push(b' ').ipv4(lease.address.octets()).text(b"\r\n");
+        for &byte in line.as_bytes() {
+            serial::write(byte);
+        }
+    }
+
+    /// Serves port 80: listens again on closed sockets, answers complete requests, cuts
+    /// connections that outlive their time.
+    fn serve_web(&mut self, now: Instant) {
+        let now_us = now.total_micros() as u64;
+        for i in 0..WEB {
+            let socket = self.sockets.get_mut::<tcp::Socket>(self.web[i]);
+            match socket.state() {
+                tcp::State::Closed => {
+                    let _ = socket.listen(HTTP_PORT);
+                    self.web_since[i] = None;
+                    self.web_answered[i] = false;
+                    continue;
+                }
+                // Not connected yet: nothing to answer.
+                tcp::State::Listen | tcp::State::SynReceived | tcp::State::SynSent => continue,
+                // Our close is done: the port's socket is needed more than the wait is.
+                tcp::State::TimeWait => {
+                    socket.abort();
+                    continue;
+                }
+                _ => {}
+            }
+            let since = *self.web_since[i].get_or_insert(now_us);
+            if now_us.saturating_sub(since) >= WEB_LIFETIME_US {
+                socket.abort();
+                continue;
+            }
+            if self.web_answered[i]
+                || !matches!(socket.state(), tcp::State::Established | tcp::State::CloseWait)
+            {
+                // Whatever else the client sends is read and dropped.
+                let _ = socket.recv(|bytes| (bytes.len(), ()));
+                continue;
+            }
+            let full = socket.recv_queue() >= socket.recv_capacity() || !socket.may_recv();
+            let request = socket.peek(WEB_BUFFER).unwrap_or_default();
+            let answer = http::answer(request, full);
+            if answer == http::Answer::Incomplete {
+                continue;
+            }
+            let mut body = Text::<{ message::ROOM + 160 }>::default();
+            page(&mut body, self.mac, self.lease, self.iface.ip_addrs());
+            let mut head = Text::<160>::default();
+            http::head(answer, body.as_bytes().len(), &mut head);
+            let socket = self.sockets.get_mut::<tcp::Socket>(self.web[i]);
+            let _ = socket.recv(|bytes| (bytes.len(), ()));
+            let _ = socket.send_slice(head.as_bytes());
+            if answer == http::Answer::Page {
+                let _ = socket.send_slice(body.as_bytes());
+            }
+            socket.close();
+            self.web_answered[i] = true;
+        }
+    }
+
+    /// Before the VM powers off: gives the lease back (DHCPRELEASE to the server that gave it,
+    /// RFC 2131, 4.4.6) and waits, a bounded time, for it to leave.
+    pub fn stop(&mut self) {
+        let Some(lease) = self.lease.take() else { return };
+        let repr = DhcpRepr {
+            message_type: DhcpMessageType::Release,
+            transaction_id: self.clock.seed() as u32,
+            secs: 0,
+            client_hardware_address: EthernetAddress(self.mac),
+            client_ip: lease.address,
+            your_ip: Ipv4Address::UNSPECIFIED,
+            server_ip: Ipv4Address::UNSPECIFIED,
+            router: None,
+            subnet_mask: None,
+            relay_agent_ip: Ipv4Address::UNSPECIFIED,
+            broadcast: false,
+            requested_ip: None,
+            client_identifier: Some(EthernetAddress(self.mac)),
+            server_identifier: Some(lease.server),
+            parameter_request_list: None,
+            dns_servers: None,
+            max_size: None,
+            lease_duration: None,
+            renew_duration: None,
+            rebind_duration: None,
+            additional_options: &[],
+        };
+        let mut packet = [0u8; 300];
+        let length = repr.buffer_len().min(packet.len());
+        if repr.emit(&mut DhcpPacket::new_unchecked(&mut packet[..length])).is_err() {
+            return;
+        }
+        let socket = self.sockets.get_mut::<udp::Socket>(self.release);
+        if socket.bind(DHCP_CLIENT_PORT).is_err() {
+            return;
+        }
+        let server = IpEndpoint::new(IpAddress::Ipv4(lease.server), DHCP_SERVER_PORT);
+        if socket.send_slice(&packet[..length], server).is_err() {
+            return;
+        }
+        let start = self.clock.now_us();
+        while self.clock.now_us() - start < RELEASE_WAIT_US {
+            let now = self.now();
+            self.turn(now);
+            let socket = self.sockets.get_mut::<udp::Socket>(self.release);
+            if socket.send_queue() == 0 && self.nic.sent_all() {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// The web page: the message, then the MAC and every address, a line each.
+fn page<const N: usize>(
+    body: &mut Text<N>,
+    mac: [u8; 6],
+    lease: Option<Lease>,
+    addresses: &[IpCidr],
+) {
+    message::for_each_byte(|byte| {
+        if byte != b'\r' {
+            body.push(byte);
+        }
+    });
+    body.text(b"mac ").mac(mac, Some(b':')).push(b'\n');
+    if let Some(lease) = lease {
+        body.text(b"ipv4 ").ipv4(lease.address.octets()).push(b'\n');
+    }
+    for cidr in addresses.iter().take(MAX_SHOWN) {
+        if let IpCidr::Ipv6(cidr) = cidr {
+            body.text(b"ipv6 ").ipv6(cidr.address().octets()).push(b'\n');
+        }
+    }
+}
+
+/// The core's service in the net family: the network, where there is a card.
+impl crate::core64::Service for Option<Network> {
+    fn start(map: fn(u64) -> bool) -> Self {
+        Network::start(crate::lapic::id(), map)
+    }
+
+    fn isa_irq(&self) -> Option<u8> {
+        self.as_ref()?.isa_irq()
+    }
+
+    fn poll(&mut self) {
+        if let Some(network) = self {
+            network.poll();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(network) = self {
+            network.stop();
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! A private network for the net family's tests: a network namespace of its own with a bridge
+//! (192.0.2.1/24 and 2001:db8::1/64: documentation addresses), dnsmasq on it as the DHCP server
+//! and IPv6 router (what libvirt and OpenStack run), and taps that QEMU opens in this namespace
+//! and that are then moved onto the bridge. Nothing is routed out: every packet stays in the
+//! namespace. Dropping it stops dnsmasq and deletes the namespace with everything in it.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::infra::files::Scratch;
+use crate::infra::process::{self, Guarded};
+use crate::infra::tools::{self, Tool};
+
+/// The bridge's addresses: the DHCP server and router the VMs see.
+pub const SERVER: &str = "192.0.2.1";
+pub const SERVER_V6: &str = "2001:db8::1";
+/// The prefix the router advertises (SLAAC addresses are this and the EUI-64).
+pub const PREFIX_V6: &str = "2001:db8::";
+/// The leased range, and how long a lease lasts (dnsmasq's minimum is 2 minutes).
+const RANGE: &str = "192.0.2.50,192.0.2.149,2m";
+/// How long dnsmasq gets to bind its sockets.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One private network.
+pub struct PrivateNetwork {
+    name: String,
+    dir: Scratch,
+    dnsmasq: Option<Guarded>,
+    /// The taps made for this network (deleted with it, wherever they are).
+    taps: Mutex<Vec<String>>,
+}
+
+/// `ip ARGS`, checked.
+fn ip(args: &[&str]) -> Result<()> {
+    let out =
+        process::output(Command::new(tools::path(Tool::Ip)?).args(args)).context("running ip")?;
+    if !out.status.success() {
+        bail!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+impl PrivateNetwork {
+    /// A new namespace (`vm512-<tag>-<pid>`), its bridge up, dnsmasq serving it; with `dhcp`
+    /// false, no DHCP server at all (the router advertisements still come).
+    pub fn create(tag: &str, dhcp: bool) -> Result<PrivateNetwork> {
+        let name = format!("vm512-{tag}-{}", std::process::id());
+        let _ = ip(&["netns", "del", &name]);
+        ip(&["netns", "add", &name])?;
+        let mut network = PrivateNetwork {
+            dir: Scratch::new(&format!("net-{tag}"))?,
+            name,
+            dnsmasq: None,
+            taps: Mutex::new(Vec::new()),
+        };
+        let ns = network.name.clone();
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns, "link", "add", "br0", "type", "bridge", "forward_delay", "0"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{SERVER}/24"), "dev", "br0"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{SERVER_V6}/64"), "dev", "br0", "nodad"])?;
+        ip(&["-n", &ns, "link", "set", "br0", "up"])?;
+        let leases = network.leases_path();
+        let mut command = network.command(&tools::path(Tool::Dnsmasq)?.display().to_string());
+        command
+            .args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=br0"])
+            .args(["--bind-interfaces", "--log-dhcp", "--enable-ra"])
+            .arg(format!("--dhcp-range={PREFIX_V6},ra-only"))
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg(format!("--pid-file={}", network.dir.join("dnsmasq.pid").display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(network.log_path())?);
+        if dhcp {
+            command.arg(format!("--dhcp-range={RANGE}"));
+        }
+        network.dnsmasq = Some(process::spawn(&mut command).context("starting dnsmasq")?);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !network.log().contains("router advertisement on") {
+            if let Some(status) = network.dnsmasq.as_mut().and_then(|d| d.try_wait().ok()).flatten()
+            {
+                bail!("dnsmasq exited ({status}): {}", network.log());
+            }
+            if Instant::now() > deadline {
+                bail!("dnsmasq did not start within {START_TIMEOUT:?}: {}", network.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(network)
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs `program args` inside the namespace and returns its output.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<Output> {
+        process::output(self.command(program).args(args))
+            .with_context(|| format!("running {program} in {}", self.name))
+    }
+
+    /// A new tap, in this process's namespace for QEMU to open (`ifname=`); [`plug`] then
+    /// puts it on the bridge. Its name is short enough for Linux's 15 characters.
+    ///
+    /// [`plug`]: Self::plug
+    pub fn tap(&self) -> Result<String> {
+        let mut taps = self.taps.lock().unwrap_or_else(|e| e.into_inner());
+        let name =
+            format!("v5{}t{}", std::process::id() % 100_000 * 10 + self.tag_digit(), taps.len());
+        ip(&["tuntap", "add", "dev", &name, "mode", "tap"])?;
+        taps.push(name.clone());
+        Ok(name)
+    }
+
+    /// A digit that keeps two networks of one process from naming a tap alike.
+    fn tag_digit(&self) -> u32 {
+        self.name.bytes().map(u32::from).sum::<u32>() % 10
+    }
+
+    /// Moves `tap` (opened by QEMU) into the namespace and onto the bridge.
+    pub fn plug(&self, tap: &str) -> Result<()> {
+        ip(&["link", "set", tap, "netns", &self.name])?;
+        ip(&["-n", &self.name, "link", "set", tap, "master", "br0", "up"])
+    }
+
+    fn leases_path(&self) -> PathBuf {
+        self.dir.join("leases")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("dnsmasq.log")
+    }
+
+    /// What dnsmasq has logged (`--log-dhcp`: every DHCP message it saw and sent).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The lease file's line for `mac` (`expiry MAC IP host client-id`), if there is one.
+    pub fn lease(&self, mac: &str) -> Option<Lease> {
+        let leases = fs::read_to_string(self.leases_path()).unwrap_or_default();
+        leases.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() >= 5 && fields[1].eq_ignore_ascii_case(mac)).then(|| Lease {
+                address: fields[2].to_string(),
+                host: fields[3].to_string(),
+                client_id: fields[4].to_string(),
+            })
+        })
+    }
+
+    /// Waits up to `timeout` for a lease for `mac`.
+    pub fn wait_for_lease(&self, mac: &str, timeout: Duration) -> Result<Lease> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(lease) = self.lease(mac) {
+                return Ok(lease);
+            }
+            if Instant::now() > deadline {
+                bail!("no lease for {mac} after {timeout:?}; dnsmasq's log:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `ping -c COUNT` from the bridge to `address` (IPv4 or IPv6), each reply awaited up to
+    /// 2 s: how many replies came.
+    pub fn ping(&self, address: &str, count: u32) -> Result<u32> {
+        let count = count.to_string();
+        let ping = tools::path(Tool::Ping)?.display().to_string();
+        let out = self.run(&ping, &["-n", "-c", &count, "-i", "0.2", "-W", "2", address])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let received = text
+            .lines()
+            .find_map(|line| line.split(", ").nth(1)?.strip_suffix(" received")?.parse().ok())
+            .with_context(|| format!("ping printed no summary: {text}"))?;
+        Ok(received)
+    }
+
+    /// `GET /` from the bridge to `address` port 80 (bash's /dev/tcp: no client to install),
+    /// within 5 s: the whole answer.
+    pub fn http_get(&self, address: &str) -> Result<String> {
+        let script = format!(
+            "exec 3<>/dev/tcp/{address}/80 && printf 'GET / HTTP/1.1\\r\\nHost: {address}\\r\\n\
+             Connection: close\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"
+        );
+        let out = self.run("bash", &["-c", &script])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// One line of dnsmasq's lease file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub address: String,
+    pub host: String,
+    pub client_id: String,
+}
+
+impl Drop for PrivateNetwork {
+    fn drop(&mut self) {
+        if let Some(mut dnsmasq) = self.dnsmasq.take() {
+            dnsmasq.kill();
+        }
+        // Deleting the namespace deletes its bridge and the taps moved into it; a tap never
+        // plugged is still here.
+        let _ = ip(&["netns", "del", &self.name]);
+        for tap in self.taps.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = process::output(Command::new("ip").args(["link", "del", tap]));
+        }
+    }
+}
