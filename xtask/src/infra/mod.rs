@@ -9,6 +9,8 @@ pub mod firecracker;
 pub mod gdb;
 pub mod guest;
 pub mod idle;
+#[cfg(test)]
+pub mod libvirt;
 pub mod process;
 pub mod qemu;
 pub mod tools;
