@@ -1,8 +1,8 @@
 //! libvirt: the images boot as a libvirt user boots them, `virt-install --import` on the file as
 //! it is shipped, and stop on `virsh shutdown`: the qcow2 under SeaBIOS, the qcow2 under UEFI
-//! with Secure Boot off, and the ISO as a CD. COM1 goes to a file (`--serial file`), no NIC
-//! (OVMF would try PXE for minutes first), under TCG (`--virt-type qemu`), which every machine
-//! has. Each prints its line, and after `virsh shutdown` (the ACPI power button) the domain is
+//! with Secure Boot off on `pc` and `q35`, and the ISO as a CD. COM1 goes to a file (`--serial
+//! file`), no NIC (with one, OVMF under TCG tries PXE for minutes first), under TCG
+//! (`--virt-type qemu`), which every machine has. Each prints its line, and after `virsh shutdown` (the ACPI power button) the domain is
 //! "shut off (shutdown)": off by the guest's own doing. libvirtd and virtlogd are started where
 //! they are not running, and stopped again (`crate::infra::libvirt`).
 
@@ -223,26 +223,57 @@ fn the_qcow2_boots_under_libvirt_and_shuts_down_on_virsh_shutdown() {
     });
 }
 
-/// The qcow2 under UEFI with Secure Boot off (`--boot uefi` alone picks the firmware with
-/// Microsoft's keys enrolled, which refuses the unsigned program): the program's line comes last
-/// on COM1, after the firmware's copy of it, and `virsh shutdown` turns it off (OVMF itself
-/// ignores the button).
+/// `--boot` for UEFI with Secure Boot off: plain OVMF. `--boot uefi` alone picks, on `q35`, the
+/// firmware with Secure Boot on and Microsoft's keys enrolled, which refuses the unsigned
+/// program ("Access Denied"); on `pc` it finds no Secure Boot firmware that fits (they need SMM,
+/// which libvirt gives `q35` only) and takes plain OVMF anyway.
+const UEFI_WITHOUT_SECURE_BOOT: &str =
+    "uefi,firmware.feature0.name=secure-boot,firmware.feature0.enabled=no";
+
+/// Under UEFI the program's line comes last on COM1, after the firmware's copy of it.
+fn uefi_com1() -> Com1 {
+    Com1::EndsWith(qemu::uefi_line(DEFAULT_MESSAGE).repeat(2))
+}
+
+/// The qcow2 under UEFI with Secure Boot off, on libvirt's default machine (`pc`): the line, and
+/// `virsh shutdown` turns it off (OVMF itself ignores the button: the program runs).
 #[test]
 #[ignore = "boot test: run with `cargo xtask test`"]
 fn the_qcow2_boots_under_libvirt_with_uefi_and_secure_boot_off_and_shuts_down() {
     if !available() {
         return;
     }
-    let twice = qemu::uefi_line(DEFAULT_MESSAGE).repeat(2);
     boot_and_shut_down(&Recipe {
         label: "uefi",
         extension: "qcow2",
         options: |disk| {
-            let boot = "uefi,firmware.feature0.name=secure-boot,firmware.feature0.enabled=no";
             let disk = format!("path={disk},format=qcow2");
-            ["--import", "--disk", &disk, "--boot", boot].map(String::from).to_vec()
+            ["--import", "--disk", &disk, "--boot", UEFI_WITHOUT_SECURE_BOOT]
+                .map(String::from)
+                .to_vec()
         },
-        com1: Com1::EndsWith(twice),
+        com1: uefi_com1(),
+    });
+}
+
+/// The same on `q35` (`--machine q35`, the machine UEFI guests are usually given), where turning
+/// Secure Boot off is what makes it boot: the line, and off on `virsh shutdown`.
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn the_qcow2_boots_under_libvirt_on_q35_with_uefi_and_secure_boot_off_and_shuts_down() {
+    if !available() {
+        return;
+    }
+    boot_and_shut_down(&Recipe {
+        label: "uefi-q35",
+        extension: "qcow2",
+        options: |disk| {
+            let disk = format!("path={disk},format=qcow2");
+            ["--machine", "q35", "--import", "--disk", &disk, "--boot", UEFI_WITHOUT_SECURE_BOOT]
+                .map(String::from)
+                .to_vec()
+        },
+        com1: uefi_com1(),
     });
 }
 
