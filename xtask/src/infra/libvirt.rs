@@ -436,17 +436,25 @@ fn remove_domain(name: &str) {
     let _ = fs::remove_file(log_path(name));
 }
 
-/// Removes the domains of test processes that no longer exist.
+/// Removes the domains, and the logs, of test processes that no longer exist.
 fn remove_orphaned_domains() {
-    let Ok(names) = virsh(&["list", "--all", "--name"]) else { return };
-    for name in names.lines().map(str::trim) {
-        let pid = name.strip_prefix(DOMAIN_PREFIX).and_then(|rest| rest.split('-').next());
-        if let Some(pid) = pid.and_then(|pid| pid.parse::<u32>().ok())
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            remove_domain(name);
+    if let Ok(names) = virsh(&["list", "--all", "--name"]) {
+        names.lines().map(str::trim).filter(|name| orphaned(name)).for_each(remove_domain);
+    }
+    // libvirtd may write a log line as it takes back a running orphan: the log can come back.
+    for entry in fs::read_dir(DOMAIN_LOGS).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.strip_suffix(".log").is_some_and(orphaned) {
+            let _ = fs::remove_file(entry.path());
         }
     }
+}
+
+/// Whether `name` is a test's domain whose process no longer exists.
+fn orphaned(name: &str) -> bool {
+    let pid = name.strip_prefix(DOMAIN_PREFIX).and_then(|rest| rest.split('-').next());
+    pid.and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }
 
 #[cfg(test)]
@@ -460,6 +468,9 @@ mod tests {
         let pid = std::process::id().to_string();
         let rest = a.name().strip_prefix(DOMAIN_PREFIX).unwrap();
         assert_eq!(rest.split('-').next(), Some(pid.as_str()));
+        assert!(!orphaned(a.name()), "this process exists");
+        assert!(orphaned(&format!("{DOMAIN_PREFIX}{}-0-x", u32::MAX)));
+        assert!(!orphaned("vm512-test-x") && !orphaned("someone-elses-domain"));
         // Nothing was defined: nothing for virsh to remove.
         std::mem::forget(a);
         std::mem::forget(b);
