@@ -76,18 +76,11 @@ fn common_options(name: &str, serial: &str) -> Vec<String> {
     options.map(String::from).to_vec()
 }
 
-/// How long each step took.
-struct Timings {
-    /// From virt-install's start until COM1 carried the line.
-    line: Duration,
-    /// From `virsh shutdown` until the domain was shut off.
-    shut_off: Duration,
-}
-
 /// Runs `recipe`: virt-install on a copy of its image, the line on COM1, `virsh shutdown`, shut
-/// off. Every wait is bounded; a failure reports the domain's state, COM1, libvirt's log of the
-/// domain, and what the daemons started here said.
-fn boot_and_shut_down(recipe: &Recipe) -> Timings {
+/// off; prints how long the line took from virt-install's start, and the shut off from `virsh
+/// shutdown`. Every wait is bounded; a failure reports the domain's state, COM1, libvirt's log
+/// of the domain, and what the daemons started here said.
+fn boot_and_shut_down(recipe: &Recipe) {
     let daemons = Daemons::acquire().unwrap();
     let scratch = scratch(&format!("libvirt-{}", recipe.label));
     let image = scratch.join(&format!("512-byte-vm.{}", recipe.extension));
@@ -155,13 +148,12 @@ fn boot_and_shut_down(recipe: &Recipe) -> Timings {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let timings = Timings { line, shut_off: asked.elapsed() };
     eprintln!(
-        "libvirt {}: the line {:.1?} after virt-install started, shut off {:.1?} after virsh \
+        "libvirt {}: the line {line:.1?} after virt-install started, shut off {:.1?} after virsh \
          shutdown",
-        recipe.label, timings.line, timings.shut_off
+        recipe.label,
+        asked.elapsed()
     );
-    timings
 }
 
 /// What COM1 has carried so far (the file libvirt writes it to).
