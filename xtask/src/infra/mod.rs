@@ -10,6 +10,8 @@ pub mod gdb;
 pub mod guest;
 pub mod idle;
 #[cfg(test)]
+pub mod libvirt;
+#[cfg(test)]
 pub mod netns;
 pub mod process;
 pub mod qemu;

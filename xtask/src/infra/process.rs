@@ -186,6 +186,49 @@ pub fn output(command: &mut Command) -> io::Result<Output> {
     Ok(Output { status, stdout: out, stderr: err.join().unwrap_or_default() })
 }
 
+/// As [`output`], bounded: a child still running after `timeout` is killed with its whole group,
+/// and the error carries what it had printed.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn output_within(command: &mut Command, timeout: Duration) -> Result<Output> {
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    let shown = format!("{command:?}");
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut guarded = spawn(command).with_context(|| format!("starting {shown}"))?;
+    // Each pipe is read to its end on a thread of its own, so that neither can fill up.
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = tx.send(bytes);
+        });
+        rx
+    };
+    let stdout = read(Box::new(guarded.child.stdout.take().expect("piped")));
+    let stderr = read(Box::new(guarded.child.stderr.take().expect("piped")));
+    // The pipes close when the group is gone; a grandchild outside it that kept them open must
+    // not hang the caller.
+    let collect =
+        |rx: &mpsc::Receiver<Vec<u8>>| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = guarded.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            guarded.kill();
+            let printed = [collect(&stdout), collect(&stderr)].concat();
+            anyhow::bail!(
+                "{shown} was still running after {timeout:?} and was killed; it printed: {}",
+                String::from_utf8_lossy(&printed).trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output { status, stdout: collect(&stdout), stderr: collect(&stderr) })
+}
+
 impl Guarded {
     pub fn id(&self) -> u32 {
         self.child.id()
@@ -323,6 +366,32 @@ mod tests {
         std::thread::sleep(Duration::from_millis(500));
         let later = context_switches(guarded.id()).unwrap();
         assert!(later >= first + 10, "{first} -> {later}: each sleep is a wake-up");
+    }
+
+    #[test]
+    fn a_bounded_run_collects_the_output_or_kills_the_child_in_time() {
+        let out = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(
+            (out.status.code(), &out.stdout[..], &out.stderr[..]),
+            (Some(3), &b"out\n"[..], &b"err\n"[..])
+        );
+
+        let start = Instant::now();
+        let error = output_within(
+            Command::new("sh").args(["-c", "echo started; sleep 60"]),
+            Duration::from_millis(300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+        assert!(
+            error.contains("still running after 300ms") && error.contains("started"),
+            "{error}"
+        );
     }
 
     #[test]

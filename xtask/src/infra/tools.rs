@@ -50,10 +50,18 @@ pub enum Tool {
     Ip,
     Ping,
     Python,
+    /// libvirt, as its users boot a VM: `virt-install` defines and starts it, `virsh` asks it to
+    /// shut down and reads its state (the tests).
+    VirtInstall,
+    Virsh,
+    /// libvirt's daemons, which the tests start where they are not running: `libvirtd`, and
+    /// `virtlogd`, through which it logs each VM.
+    Libvirtd,
+    Virtlogd,
 }
 
 /// What `cargo xtask test` needs besides the toolchain.
-pub const FOR_TESTS: [Tool; 15] = [
+pub const FOR_TESTS: [Tool; 19] = [
     Tool::Qemu,
     Tool::QemuImg,
     Tool::SevenZip,
@@ -69,6 +77,10 @@ pub const FOR_TESTS: [Tool; 15] = [
     Tool::Ip,
     Tool::Ping,
     Tool::Python,
+    Tool::VirtInstall,
+    Tool::Virsh,
+    Tool::Libvirtd,
+    Tool::Virtlogd,
 ];
 
 /// Where Debian and Fedora put OVMF's single-file image (for `-bios`), its code and its
@@ -114,6 +126,10 @@ impl Tool {
             Tool::Ip => "ip",
             Tool::Ping => "ping",
             Tool::Python => "python3",
+            Tool::VirtInstall => "virt-install",
+            Tool::Virsh => "virsh",
+            Tool::Libvirtd => "libvirtd",
+            Tool::Virtlogd => "virtlogd",
         }
     }
 
@@ -147,6 +163,8 @@ impl Tool {
             Tool::Dnsmasq | Tool::Ip | Tool::Ping | Tool::Python => {
                 "the net family's tests build a private network with it"
             }
+            Tool::VirtInstall | Tool::Virsh => "the tests boot the images as libvirt's users do",
+            Tool::Libvirtd | Tool::Virtlogd => "the tests run libvirt's VMs through it",
         }
     }
 
@@ -167,6 +185,9 @@ impl Tool {
             Tool::Ip => "iproute2",
             Tool::Ping => "iputils-ping",
             Tool::Python => "python3",
+            Tool::VirtInstall => "virtinst",
+            Tool::Virsh => "libvirt-clients",
+            Tool::Libvirtd | Tool::Virtlogd => "libvirt-daemon-system",
         }
     }
 
@@ -186,6 +207,11 @@ impl Tool {
             Tool::Ip => "iproute",
             Tool::Ping => "iputils",
             Tool::Python => "python3",
+            Tool::VirtInstall => "virt-install",
+            Tool::Virsh => "libvirt-client",
+            // The daemon with its QEMU driver (libvirt-daemon alone has no driver).
+            Tool::Libvirtd => "libvirt-daemon-kvm",
+            Tool::Virtlogd => "libvirt-daemon-log",
         }
     }
 }
@@ -308,9 +334,13 @@ impl InstallPlan {
         }
         for tool in packages {
             let package = tool.debian_package();
-            match (qemu.contains(&tool), qemu_version) {
-                (true, Some(version)) => install.push(format!("{package}={version}")),
-                _ => install.push(package.to_string()),
+            let word = match (qemu.contains(&tool), qemu_version) {
+                (true, Some(version)) => format!("{package}={version}"),
+                _ => package.to_string(),
+            };
+            // Tools of one package name it once.
+            if !install.contains(&word) {
+                install.push(word);
             }
         }
         install
@@ -318,7 +348,7 @@ impl InstallPlan {
 
     fn dnf_install(tools: &[Tool]) -> Vec<String> {
         let mut install: Vec<String> = ["dnf", "install", "-y"].map(String::from).to_vec();
-        install.extend(tools.iter().map(|t| t.fedora_package().to_string()));
+        install.extend(once_each(tools.iter().map(|t| t.fedora_package())).map(String::from));
         install
     }
 
@@ -407,7 +437,7 @@ fn parse_candidate(policy: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid(2) is always safe.
     unsafe { libc::geteuid() == 0 }
 }
@@ -423,10 +453,20 @@ fn privilege() -> Option<Option<&'static str>> {
     sudo_works.then_some(Some("sudo"))
 }
 
+/// `names` in their order, each only the first time it comes (several tools share a package).
+fn once_each(names: impl Iterator<Item = &'static str>) -> impl Iterator<Item = &'static str> {
+    let mut seen = Vec::new();
+    names.filter(move |name| {
+        let first = !seen.contains(name);
+        seen.push(*name);
+        first
+    })
+}
+
 /// Install commands for every common system, for an error message.
 fn how_to_install(tools: &[Tool]) -> String {
-    let debian: Vec<_> = tools.iter().map(|t| t.debian_package()).collect();
-    let fedora: Vec<_> = tools.iter().map(|t| t.fedora_package()).collect();
+    let debian: Vec<_> = once_each(tools.iter().map(|t| t.debian_package())).collect();
+    let fedora: Vec<_> = once_each(tools.iter().map(|t| t.fedora_package())).collect();
     format!(
         "Install it: `sudo apt-get install --no-install-recommends {}` (Debian/Ubuntu; see the \
          README if apt reports held broken packages), `sudo dnf install {}` (Fedora)",
@@ -498,8 +538,37 @@ mod tests {
         );
     }
 
-    /// The plan, simulated by apt-get itself (`-s`: nothing is installed) on a Debian machine;
-    /// on this kind of machine that includes the one with the newer qemu-utils from backports.
+    /// libvirt comes as QEMU does: on a fresh machine `cargo xtask test` installs its tools and
+    /// daemons from their packages with the rest, each package named once, QEMU's pin kept.
+    #[test]
+    fn the_libvirt_tools_are_installed_with_the_others() {
+        let libvirt = [Tool::VirtInstall, Tool::Virsh, Tool::Libvirtd, Tool::Virtlogd];
+        assert!(libvirt.iter().all(|tool| FOR_TESTS.contains(tool)));
+        let install = InstallPlan::apt_install(&FOR_TESTS, &Some("1:7.2".into()));
+        for package in ["virtinst", "libvirt-clients", "libvirt-daemon-system"] {
+            assert_eq!(install.iter().filter(|w| *w == package).count(), 1, "{install:?}");
+        }
+        assert!(install.iter().any(|w| w == "--no-install-recommends"), "{install:?}");
+        assert!(
+            install.ends_with(&["qemu-system-x86=1:7.2".into(), "qemu-utils=1:7.2".into()]),
+            "{install:?}"
+        );
+        assert_eq!(
+            InstallPlan::dnf_install(&libvirt).join(" "),
+            "dnf install -y virt-install libvirt-client libvirt-daemon-kvm libvirt-daemon-log"
+        );
+        let hint = how_to_install(&libvirt);
+        assert!(
+            hint.contains(
+                "--no-install-recommends virtinst libvirt-clients libvirt-daemon-system`"
+            ),
+            "{hint}"
+        );
+    }
+
+    /// The plan for every tool the tests need, simulated by apt-get itself (`-s`: nothing is
+    /// installed) on a Debian machine; on this kind of machine that includes the one with the
+    /// newer qemu-utils from backports.
     #[test]
     fn apt_accepts_the_plan_where_apt_is_present() {
         if find_in_path("apt-get").is_none() {
@@ -513,7 +582,7 @@ mod tests {
             );
             return;
         }
-        let install = InstallPlan::apt_install(&[Tool::Qemu, Tool::QemuImg], &version);
+        let install = InstallPlan::apt_install(&FOR_TESTS, &version);
         let out = Command::new("apt-get").arg("-s").args(&install[1..]).output().unwrap();
         assert!(
             out.status.success(),

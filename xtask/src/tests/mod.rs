@@ -5,6 +5,7 @@ mod acpi;
 mod boot;
 mod dist;
 mod harness;
+mod libvirt;
 mod net;
 mod platforms;
 mod pvh;
