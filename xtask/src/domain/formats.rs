@@ -158,7 +158,7 @@ impl Format {
     }
 
     /// `qemu-img convert -O ...` arguments for the formats qemu-img makes. The variants are the
-    /// ones every platform imports (see README, "Formats").
+    /// ones every platform imports (see docs/formats.md, "Why these variants").
     pub fn qemu_img_args(self) -> Option<&'static [&'static str]> {
         Some(match self {
             // qcow2 v3 with 4 KiB clusters, uncompressed: its metadata takes 5 clusters, so the

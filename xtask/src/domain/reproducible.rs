@@ -5,7 +5,8 @@
 //! `SOURCE_DATE_EPOCH` when set, the format's epoch otherwise.
 //!
 //! Two copies of one file share these identifiers, as any two copies of a disk file do; a
-//! platform that registers disks by UUID (VirtualBox) needs a fresh one per copy (see README).
+//! platform that registers disks by UUID (VirtualBox) needs a fresh one per copy (see
+//! docs/formats.md).
 
 use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};

@@ -468,8 +468,8 @@ fn how_to_install(tools: &[Tool]) -> String {
     let debian: Vec<_> = once_each(tools.iter().map(|t| t.debian_package())).collect();
     let fedora: Vec<_> = once_each(tools.iter().map(|t| t.fedora_package())).collect();
     format!(
-        "Install it: `sudo apt-get install --no-install-recommends {}` (Debian/Ubuntu; see the \
-         README if apt reports held broken packages), `sudo dnf install {}` (Fedora)",
+        "Install it: `sudo apt-get install --no-install-recommends {}` (Debian/Ubuntu; see \
+         docs/tools.md if apt reports held broken packages), `sudo dnf install {}` (Fedora)",
         debian.join(" "),
         fedora.join(" ")
     )
