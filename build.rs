@@ -5,6 +5,7 @@ fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rustc-link-arg-bin=boot-sector=-T{dir}/linker.ld");
     println!("cargo:rustc-link-arg-bin=rom=-T{dir}/rom.ld");
+    println!("cargo:rustc-link-arg-bin=loader=-T{dir}/loader.ld");
     // The PVH kernel: linked at 1 MiB, no page alignment in the file (the VMM copies segments
     // wherever they lie in it), no symbols, no build ID: small, and the same bytes every time.
     for bin in ["pvh", "net-pvh"] {
@@ -23,6 +24,7 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-changed=rom.ld");
+    println!("cargo:rerun-if-changed=loader.ld");
     println!("cargo:rerun-if-changed=pvh.ld");
     println!("cargo:rerun-if-changed=build.rs");
 }

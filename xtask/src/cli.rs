@@ -258,7 +258,8 @@ OPTIONS:
     -f, --format LIST   Formats, comma-separated, or `all` (every format of both
                         families); may be repeated [default: raw]
     --net               The net family (512-byte-vm-net.<ext>: DHCP, ping, HTTP) alone, in
-                        the formats it comes in: efi, pvh [default with --net: pvh]
+                        the formats it comes in: every one but raw and rom
+                        [default with --net: pvh]
 {no_install}
 
 {}",
@@ -431,7 +432,7 @@ mod tests {
         assert_eq!(one.families, vec![Family::Classic]);
         let refused = error(&["image", "--net", "-f", "rom"]);
         assert!(refused.contains("512-byte-vm-net family has no rom format"), "{refused}");
-        assert!(refused.contains("efi, pvh"), "{refused}");
+        assert!(refused.contains("iso, efi, containerdisk, pvh"), "{refused}");
         let Command::Run(run) = parse_str(&["run", "--net"]).unwrap() else {
             panic!("not a run command")
         };

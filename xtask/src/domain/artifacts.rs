@@ -11,7 +11,9 @@ use anyhow::{Context, Result};
 use sha2::Digest;
 
 use crate::domain::formats::{self, DISK_SIZE, Family, Format};
+use crate::domain::gpt::PartitionKind;
 use crate::domain::image::{self, Image, SECTOR_SIZE, thousands};
+use crate::domain::loader::Loader;
 use crate::domain::{container_disk, efi, fat, gpt, iso, pvh, reproducible, vhdx, vmdk};
 use crate::infra::cargo;
 use crate::infra::files::{self, Scratch};
@@ -154,12 +156,78 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     // Every disk's content: the GUIDs and the volume ID come from what the disk carries.
     let seed: [u8; 32] =
         sha2::Sha256::new().chain_update(&sector.bytes).chain_update(&efi.bytes).finalize().into();
+    let volume_id = |seed: &[u8; 32], at: usize| {
+        u32::from_le_bytes(seed[at..at + 4].try_into().expect("4 bytes"))
+    };
     let disk = |size: u64| -> Result<Vec<u8>> {
         let sectors = size / SECTOR_SIZE as u64;
         let (first, last) = gpt::esp_range(sectors);
-        let volume_id = u32::from_le_bytes(seed[..4].try_into().expect("4 bytes"));
-        let esp = fat::volume(&efi.bytes, (last - first + 1) as u32, first as u32, volume_id)?;
+        let esp =
+            fat::volume(&efi.bytes, (last - first + 1) as u32, first as u32, volume_id(&seed, 0))?;
         gpt::disk(&sector.bytes, &esp, sectors, &seed)
+    };
+    let cd = || -> Result<Vec<u8>> {
+        let sectors = fat::sectors_for(&efi.bytes);
+        let esp = fat::volume(&efi.bytes, sectors, 0, volume_id(&seed, 4))?;
+        Ok(iso::build(&sector.bytes, &esp))
+    };
+    let classic = Contents {
+        family: Family::Classic,
+        disk: &disk,
+        cd: &cd,
+        file: &|format| match format {
+            Format::Raw => Some(&sector.bytes),
+            Format::Rom => Some(&rom.bytes),
+            Format::Efi => Some(&efi.bytes),
+            Format::Pvh => Some(&kernel.bytes),
+            _ => None,
+        },
+    };
+    // The net family's disks: the loader in sector 0, the kernel in the BIOS boot partition
+    // for BIOS machines, the UEFI program on the ESP.
+    let loader = Loader::from_elf(&read_file(&elfs.loader)?)?;
+    let net_seed: [u8; 32] = sha2::Sha256::new()
+        .chain_update(&net_kernel.bytes)
+        .chain_update(&net_efi.bytes)
+        .finalize()
+        .into();
+    let net_disk = |size: u64| -> Result<Vec<u8>> {
+        let sectors = size / SECTOR_SIZE as u64;
+        let ((bios_first, bios_last), (esp_first, esp_last)) = gpt::net_ranges(sectors);
+        let esp_sectors = (esp_last - esp_first + 1) as u32;
+        let esp =
+            fat::volume(&net_efi.bytes, esp_sectors, esp_first as u32, volume_id(&net_seed, 0))?;
+        let sector0 = loader.for_disk(&net_kernel.bytes, bios_first)?;
+        let partitions = [
+            gpt::Partition {
+                kind: PartitionKind::Esp,
+                first: esp_first,
+                last: esp_last,
+                bytes: &esp,
+            },
+            gpt::Partition {
+                kind: PartitionKind::BiosBoot,
+                first: bios_first,
+                last: bios_last,
+                bytes: &net_kernel.bytes,
+            },
+        ];
+        gpt::partitioned(&sector0, &partitions, sectors, &net_seed)
+    };
+    let net_cd = || -> Result<Vec<u8>> {
+        let sectors = fat::sectors_for(&net_efi.bytes);
+        let esp = fat::volume(&net_efi.bytes, sectors, 0, volume_id(&net_seed, 4))?;
+        Ok(iso::build(&loader.cd_boot_image(&net_kernel.bytes)?, &esp))
+    };
+    let net = Contents {
+        family: Family::Net,
+        disk: &net_disk,
+        cd: &net_cd,
+        file: &|format| match format {
+            Format::Efi => Some(&net_efi.bytes),
+            Format::Pvh => Some(&net_kernel.bytes),
+            _ => None,
+        },
     };
 
     let parent = dir.parent().context("the images directory has no parent")?;
@@ -168,76 +236,11 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
     remove_stale_staging(parent, &name);
     let staging = Scratch::at(parent.join(format!(".{name}.staging-{}", std::process::id())))?;
     let epoch = reproducible::source_date_epoch()?;
-    type Sets = (Vec<(Format, PathBuf)>, Vec<(Format, PathBuf)>);
-    let write_set = || -> Result<Sets> {
-        let mut artifacts = Vec::new();
-        // The qcow2's bytes, for the containerDisk (built into staging if not asked for).
-        let mut qcow2: Option<Vec<u8>> = None;
-        for &format in &classic_formats {
-            let file = format!("{ARTIFACT_STEM}.{}", format.extension());
-            let path = staging.join(&file);
-            match format {
-                Format::Raw => write(&path, &sector.bytes)?,
-                Format::Img => write(&path, &disk(DISK_SIZE)?)?,
-                Format::Iso => {
-                    let volume_id = u32::from_le_bytes(seed[4..8].try_into().expect("4 bytes"));
-                    let sectors = fat::sectors_for(&efi.bytes);
-                    let esp = fat::volume(&efi.bytes, sectors, 0, volume_id)?;
-                    write(&path, &iso::build(&sector.bytes, &esp))?
-                }
-                Format::Rom => write(&path, &rom.bytes)?,
-                Format::Efi => write(&path, &efi.bytes)?,
-                Format::Pvh => write(&path, &kernel.bytes)?,
-                Format::Vmdk => {
-                    let disk = disk(DISK_SIZE)?;
-                    let digest: [u8; 32] = sha2::Sha256::digest(&disk).into();
-                    let cid = reproducible::vmdk_cid(&digest);
-                    write(&path, &vmdk::monolithic_sparse(&disk, &file, cid))?
-                }
-                Format::Vhdx => {
-                    let disk = disk(DISK_SIZE)?;
-                    let digest: [u8; 32] = sha2::Sha256::digest(&disk).into();
-                    write(&path, &vhdx::dynamic(&disk, &digest))?
-                }
-                Format::ContainerDisk => {
-                    let disk = match qcow2.take() {
-                        Some(bytes) => bytes,
-                        None => {
-                            let qemu_img = qemu_img.as_deref().expect("checked above");
-                            let temporary = staging.join("disk.qcow2");
-                            let input = disk(DISK_SIZE)?;
-                            convert(qemu_img, Format::Qcow2, &input, &temporary, epoch)?;
-                            let bytes = fs::read(&temporary)?;
-                            fs::remove_file(&temporary)?;
-                            bytes
-                        }
-                    };
-                    let name = format!("{ARTIFACT_STEM}.{}", Format::Qcow2.extension());
-                    let archive = container_disk::build(&disk, &name, epoch.unwrap_or(0))?;
-                    write(&path, &archive)?;
-                }
-                _ => {
-                    let qemu_img = qemu_img.as_deref().expect("checked above");
-                    let input = disk(format.virtual_size().expect("a disk format"))?;
-                    convert(qemu_img, format, &input, &path, epoch)?;
-                    if format == Format::Qcow2 {
-                        qcow2 = Some(fs::read(&path)?);
-                    }
-                }
-            }
-            artifacts.push((format, dir.join(file)));
-        }
-        let mut net_artifacts = Vec::new();
-        for &format in &net_formats {
-            let file = Family::Net.file_name(format);
-            let bytes = match format {
-                Format::Efi => &net_efi.bytes,
-                Format::Pvh => &net_kernel.bytes,
-                _ => unreachable!("the net family's formats are checked above"),
-            };
-            write(&staging.join(&file), bytes)?;
-            net_artifacts.push((format, dir.join(file)));
-        }
+    type Written = Vec<(Format, PathBuf)>;
+    let write_set = || -> Result<(Written, Written)> {
+        let tools = (qemu_img.as_deref(), epoch);
+        let artifacts = write_family(&classic, &classic_formats, &staging, dir, tools)?;
+        let net_artifacts = write_family(&net, &net_formats, &staging, dir, tools)?;
         write_checksums(staging.path())?;
         Ok((artifacts, net_artifacts))
     };
@@ -258,6 +261,86 @@ pub fn build(options: &ImageOptions, dir: &Path) -> Result<Built> {
         net_artifacts,
         dir: dir.to_path_buf(),
     })
+}
+
+/// What one family's artifacts are made of.
+struct Contents<'a> {
+    family: Family,
+    /// The raw disk of `size` bytes (its sector 0, GPT and partitions).
+    disk: &'a dyn Fn(u64) -> Result<Vec<u8>>,
+    /// The CD.
+    cd: &'a dyn Fn() -> Result<Vec<u8>>,
+    /// The formats that are one file as built (raw, rom, efi, pvh).
+    file: &'a dyn Fn(Format) -> Option<&'a Vec<u8>>,
+}
+
+/// Writes `formats` of one family into `staging`, named for `dir`; `tools` is qemu-img (where
+/// a format needs it) and SOURCE_DATE_EPOCH.
+fn write_family(
+    contents: &Contents,
+    formats: &[Format],
+    staging: &Scratch,
+    dir: &Path,
+    (qemu_img, epoch): (Option<&Path>, Option<u64>),
+) -> Result<Vec<(Format, PathBuf)>> {
+    let family = contents.family;
+    let disk = contents.disk;
+    let mut artifacts = Vec::new();
+    // The qcow2's bytes, for the containerDisk (built into staging if not asked for).
+    let mut qcow2: Option<Vec<u8>> = None;
+    for &format in formats {
+        let file = family.file_name(format);
+        let path = staging.join(&file);
+        match format {
+            _ if (contents.file)(format).is_some() => {
+                write(&path, (contents.file)(format).expect("checked"))?
+            }
+            Format::Img => write(&path, &disk(DISK_SIZE)?)?,
+            Format::Iso => write(&path, &(contents.cd)()?)?,
+            Format::Vmdk => {
+                let disk = disk(DISK_SIZE)?;
+                let digest: [u8; 32] = sha2::Sha256::digest(&disk).into();
+                let cid = reproducible::vmdk_cid(&digest);
+                write(&path, &vmdk::monolithic_sparse(&disk, &file, cid))?
+            }
+            Format::Vhdx => {
+                let disk = disk(DISK_SIZE)?;
+                let digest: [u8; 32] = sha2::Sha256::digest(&disk).into();
+                write(&path, &vhdx::dynamic(&disk, &digest))?
+            }
+            Format::ContainerDisk => {
+                let disk = match qcow2.take() {
+                    Some(bytes) => bytes,
+                    None => {
+                        let qemu_img = qemu_img.expect("checked above");
+                        let temporary = staging.join("disk.qcow2");
+                        let input = disk(DISK_SIZE)?;
+                        convert(qemu_img, Format::Qcow2, &input, &temporary, epoch)?;
+                        let bytes = fs::read(&temporary)?;
+                        fs::remove_file(&temporary)?;
+                        bytes
+                    }
+                };
+                let name = family.file_name(Format::Qcow2);
+                let archive = container_disk::build(&disk, &name, epoch.unwrap_or(0))?;
+                write(&path, &archive)?;
+            }
+            _ => {
+                let qemu_img = qemu_img.expect("checked above");
+                let input = disk(format.virtual_size().expect("a disk format"))?;
+                convert(qemu_img, format, &input, &path, epoch)?;
+                if format == Format::Qcow2 {
+                    qcow2 = Some(fs::read(&path)?);
+                }
+            }
+        }
+        artifacts.push((format, dir.join(file)));
+    }
+    Ok(artifacts)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Converts the raw `disk` with qemu-img into `format` at `path`, and makes the result

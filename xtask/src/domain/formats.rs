@@ -111,8 +111,20 @@ impl Format {
         Format::Pvh,
     ];
 
-    /// The formats of the net family: its programs, which VMMs and firmware start directly.
-    pub const NET: [Format; 2] = [Format::Efi, Format::Pvh];
+    /// The formats of the net family: every one but the bare sector and the ROM (a 512-byte
+    /// sector or a 64 KiB ROM holds no network stack).
+    pub const NET: [Format; 10] = [
+        Format::Img,
+        Format::Qcow2,
+        Format::Vmdk,
+        Format::Vdi,
+        Format::Vhd,
+        Format::Vhdx,
+        Format::Iso,
+        Format::Efi,
+        Format::ContainerDisk,
+        Format::Pvh,
+    ];
 
     /// The name on the command line, and the file extension.
     pub fn name(self) -> &'static str {

@@ -1,6 +1,8 @@
 //! The disks' partitioning: sector 0 is the boot sector that BIOSes run, with a protective MBR
 //! entry in its fourth partition slot, and a GPT (UEFI 2.10, chapter 5) with one partition, the
-//! EFI System Partition, where UEFI firmware finds `\EFI\BOOT\BOOTX64.EFI`.
+//! EFI System Partition, where UEFI firmware finds `\EFI\BOOT\BOOTX64.EFI`. The net family's
+//! disks have a second one, the BIOS boot partition (LBA 64-255) that their loader sector reads
+//! the program from, and their ESP follows it (see [`net_ranges`]).
 //!
 //! Layout of a disk of N 512-byte sectors (LBAs):
 //!
@@ -81,8 +83,48 @@ const ENTRY_SECTORS: u64 = (ENTRIES * ENTRY_SIZE) as u64 / SECTOR_SIZE as u64;
 const ESP_TYPE: [u8; 16] = [
     0xC1, 0x2A, 0x73, 0x28, 0xF8, 0x1F, 0x11, 0xD2, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B,
 ];
+/// The BIOS boot partition's type GUID, 21686148-6449-6E6F-744E-656564454649 (GRUB's
+/// convention: a partition for a BIOS loader's payload, with no file system).
+const BIOS_BOOT_TYPE: [u8; 16] = [
+    0x21, 0x68, 0x61, 0x48, 0x64, 0x49, 0x6E, 0x6F, 0x74, 0x4E, 0x65, 0x65, 0x64, 0x45, 0x46, 0x49,
+];
 /// Where the ESP starts: 32 KiB in.
 pub const ESP_FIRST_LBA: u64 = 64;
+/// The net disks' BIOS boot partition: 32 KiB in, 192 sectors (96 KiB, the net program's limit);
+/// their ESP follows it.
+pub const BIOS_BOOT_FIRST_LBA: u64 = 64;
+pub const BIOS_BOOT_SECTORS: u64 = 192;
+
+/// A partition to lay out: its kind, its LBAs and its content (at most its size; the rest 0).
+pub struct Partition<'a> {
+    pub kind: PartitionKind,
+    pub first: u64,
+    pub last: u64,
+    pub bytes: &'a [u8],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PartitionKind {
+    Esp,
+    BiosBoot,
+}
+
+impl PartitionKind {
+    /// Its type GUID (RFC 4122 bytes), its name, and what its unique GUID is derived from.
+    fn describe(self) -> ([u8; 16], &'static str, &'static str) {
+        match self {
+            PartitionKind::Esp => (ESP_TYPE, "EFI system partition", "gpt esp"),
+            PartitionKind::BiosBoot => (BIOS_BOOT_TYPE, "BIOS boot partition", "gpt bios boot"),
+        }
+    }
+}
+
+/// The net disks' layout on `sectors`: the BIOS boot partition's and the ESP's first and last
+/// LBAs.
+pub fn net_ranges(sectors: u64) -> ((u64, u64), (u64, u64)) {
+    let bios = (BIOS_BOOT_FIRST_LBA, BIOS_BOOT_FIRST_LBA + BIOS_BOOT_SECTORS - 1);
+    (bios, (bios.1 + 1, esp_range(sectors).1))
+}
 
 /// The smallest disk this layout fits: the tables, and an ESP of 64 sectors.
 const MIN_SECTORS: u64 = ESP_FIRST_LBA + 64 + 1 + ENTRY_SECTORS;
@@ -102,22 +144,53 @@ pub fn disk(boot_sector: &[u8], esp: &[u8], sectors: u64, seed: &[u8]) -> Result
     if esp.len() as u64 != (last - first + 1) * SECTOR_SIZE as u64 {
         bail!("the ESP is {} bytes; the partition holds {} sectors", esp.len(), last - first + 1);
     }
+    let esp = Partition { kind: PartitionKind::Esp, first, last, bytes: esp };
+    partitioned(boot_sector, &[esp], sectors, seed)
+}
+
+/// A disk of `sectors` sectors: `boot_sector` with the protective entry, the GPT listing
+/// `partitions` in that order, and their contents in place.
+pub fn partitioned(
+    boot_sector: &[u8],
+    partitions: &[Partition],
+    sectors: u64,
+    seed: &[u8],
+) -> Result<Vec<u8>> {
+    if sectors < MIN_SECTORS {
+        bail!("a GPT disk needs at least {MIN_SECTORS} sectors, not {sectors}");
+    }
+    let last_usable = esp_range(sectors).1;
+    for p in partitions {
+        let size = (p.last + 1).saturating_sub(p.first) * SECTOR_SIZE as u64;
+        if p.first < 2 + ENTRY_SECTORS || p.last > last_usable || p.bytes.len() as u64 > size {
+            bail!(
+                "a partition at LBAs {}-{} with {} bytes does not fit a {sectors}-sector disk",
+                p.first,
+                p.last,
+                p.bytes.len()
+            );
+        }
+    }
     let mut disk = vec![0u8; (sectors as usize) * SECTOR_SIZE];
     disk[..SECTOR_SIZE].copy_from_slice(boot_sector);
     protective_entry(&mut disk[..SECTOR_SIZE], sectors);
 
     let mut entries = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
-    put(&mut entries, entry::TYPE_GUID, &guid(ESP_TYPE));
-    put(&mut entries, entry::UNIQUE_GUID, &guid(reproducible::uuid(seed, "gpt esp")));
-    put(&mut entries, entry::STARTING_LBA, &first.to_le_bytes());
-    put(&mut entries, entry::ENDING_LBA, &last.to_le_bytes());
-    let name: Vec<u8> = "EFI system partition"
-        .encode_utf16()
-        .chain(std::iter::repeat(0))
-        .take(entry::NAME_UNITS)
-        .flat_map(u16::to_le_bytes)
-        .collect();
-    put(&mut entries, entry::NAME, &name);
+    for (i, p) in partitions.iter().enumerate() {
+        let (kind, name, label) = p.kind.describe();
+        let slot = &mut entries[i * ENTRY_SIZE as usize..][..ENTRY_SIZE as usize];
+        put(slot, entry::TYPE_GUID, &guid(kind));
+        put(slot, entry::UNIQUE_GUID, &guid(reproducible::uuid(seed, label)));
+        put(slot, entry::STARTING_LBA, &p.first.to_le_bytes());
+        put(slot, entry::ENDING_LBA, &p.last.to_le_bytes());
+        let name: Vec<u8> = name
+            .encode_utf16()
+            .chain(std::iter::repeat(0))
+            .take(entry::NAME_UNITS)
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        put(slot, entry::NAME, &name);
+    }
     let entries_crc = crc32(&entries);
     let disk_guid = guid(reproducible::uuid(seed, "gpt disk"));
 
@@ -130,7 +203,7 @@ pub fn disk(boot_sector: &[u8], esp: &[u8], sectors: u64, seed: &[u8]) -> Result
         put(&mut head, header::MY_LBA, &u64::to_le_bytes(my));
         put(&mut head, header::ALTERNATE_LBA, &u64::to_le_bytes(alternate));
         put(&mut head, header::FIRST_USABLE_LBA, &(2 + ENTRY_SECTORS).to_le_bytes());
-        put(&mut head, header::LAST_USABLE_LBA, &last.to_le_bytes());
+        put(&mut head, header::LAST_USABLE_LBA, &last_usable.to_le_bytes());
         put(&mut head, header::DISK_GUID, &disk_guid);
         put(&mut head, header::PARTITION_ENTRY_LBA, &u64::to_le_bytes(entries_at));
         put(&mut head, header::NUMBER_OF_ENTRIES, &ENTRIES.to_le_bytes());
@@ -141,7 +214,9 @@ pub fn disk(boot_sector: &[u8], esp: &[u8], sectors: u64, seed: &[u8]) -> Result
         put(&mut disk, my as usize * SECTOR_SIZE, &head);
         put(&mut disk, entries_at as usize * SECTOR_SIZE, &entries);
     }
-    put(&mut disk, first as usize * SECTOR_SIZE, esp);
+    for p in partitions {
+        put(&mut disk, p.first as usize * SECTOR_SIZE, p.bytes);
+    }
     Ok(disk)
 }
 

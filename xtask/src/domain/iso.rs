@@ -17,6 +17,9 @@
 //! | 22 | boot catalog |
 //! | 23 | boot image: the 512-byte boot sector, zero-padded |
 //! | 24- | UEFI boot image: the FAT volume, zero-padded to whole sectors |
+//!
+//! The net family's boot image is its loader sector with the program behind it: it takes as
+//! many sectors from 23 as it needs, the BIOS loads all of it, and the UEFI image follows.
 
 /// ISO 9660 logical sector size.
 pub const SECTOR: usize = 2048;
@@ -29,7 +32,6 @@ const M_PATH_TABLE: usize = 20;
 const ROOT_DIRECTORY: usize = 21;
 const BOOT_CATALOG: usize = 22;
 const BOOT_IMAGE: usize = 23;
-const EFI_IMAGE: usize = 24;
 /// El Torito platform ID of UEFI.
 const PLATFORM_EFI: u8 = 0xEF;
 /// El Torito section header: 0x91 = the final section header.
@@ -46,10 +48,14 @@ const BOOT_LOAD_SECTORS: u16 = 4;
 /// offset): fixed, so that the image is reproducible.
 const RECORDED: [u8; 7] = [80, 1, 1, 0, 0, 0, 0];
 
-/// Builds the ISO image around `boot_sector` (512 bytes) and `efi_image` (a FAT volume with the
-/// UEFI program, a whole number of 512-byte sectors).
+/// Builds the ISO image around `boot_sector` (the BIOS boot image: 512 bytes, or a loader with
+/// its program, whole 512-byte sectors) and `efi_image` (a FAT volume with the UEFI program, a
+/// whole number of 512-byte sectors).
 pub fn build(boot_sector: &[u8], efi_image: &[u8]) -> Vec<u8> {
-    let sectors = EFI_IMAGE + efi_image.len().div_ceil(SECTOR);
+    let efi_at = BOOT_IMAGE + boot_sector.len().div_ceil(SECTOR).max(1);
+    let boot_load_sectors =
+        u16::try_from(boot_sector.len().div_ceil(512)).unwrap_or(u16::MAX).max(BOOT_LOAD_SECTORS);
+    let sectors = efi_at + efi_image.len().div_ceil(SECTOR);
     let mut iso = vec![0u8; sectors * SECTOR];
     let sector = |n: usize| n * SECTOR..(n + 1) * SECTOR;
     primary_volume_descriptor(&mut iso[sector(PRIMARY_VOLUME_DESCRIPTOR)], sectors as u32);
@@ -58,12 +64,12 @@ pub fn build(boot_sector: &[u8], efi_image: &[u8]) -> Vec<u8> {
     path_table(&mut iso[sector(L_PATH_TABLE)], Endian::Little);
     path_table(&mut iso[sector(M_PATH_TABLE)], Endian::Big);
     let sizes = [boot_sector.len() as u32, efi_image.len() as u32];
-    root_directory(&mut iso[sector(ROOT_DIRECTORY)], sizes);
+    root_directory(&mut iso[sector(ROOT_DIRECTORY)], sizes, efi_at);
     let efi_load_sectors = u16::try_from(efi_image.len() / 512).unwrap_or(u16::MAX);
-    boot_catalog(&mut iso[sector(BOOT_CATALOG)], efi_load_sectors);
+    boot_catalog(&mut iso[sector(BOOT_CATALOG)], boot_load_sectors, efi_load_sectors, efi_at);
     let start = BOOT_IMAGE * SECTOR;
     iso[start..start + boot_sector.len()].copy_from_slice(boot_sector);
-    let start = EFI_IMAGE * SECTOR;
+    let start = efi_at * SECTOR;
     iso[start..start + efi_image.len()].copy_from_slice(efi_image);
     iso
 }
@@ -173,14 +179,18 @@ fn directory_record(
 
 /// The root directory: itself, its parent (itself), the boot catalog and both boot images as
 /// files.
-fn root_directory(directory: &mut [u8], [boot_image_size, efi_image_size]: [u32; 2]) {
+fn root_directory(
+    directory: &mut [u8],
+    [boot_image_size, efi_image_size]: [u32; 2],
+    efi_at: usize,
+) {
     let root = (ROOT_DIRECTORY as u32, SECTOR as u32);
     let entries: [(u32, u32, bool, &[u8]); 5] = [
         (root.0, root.1, true, &[0]), // "."
         (root.0, root.1, true, &[1]), // ".."
         (BOOT_CATALOG as u32, SECTOR as u32, false, b"BOOT.CAT;1"),
         (BOOT_IMAGE as u32, boot_image_size, false, b"BOOT.IMG;1"),
-        (EFI_IMAGE as u32, efi_image_size, false, b"EFI.IMG;1"),
+        (efi_at as u32, efi_image_size, false, b"EFI.IMG;1"),
     ];
     let mut at = 0;
     for (extent, size, is_directory, name) in entries {
@@ -189,10 +199,10 @@ fn root_directory(directory: &mut [u8], [boot_image_size, efi_image_size]: [u32;
 }
 
 /// El Torito 2.0: validation entry plus initial/default entry (bootable, no emulation, load
-/// segment 0 = the BIOS default 07C0, BOOT_LOAD_SECTORS from the boot image), then the final
+/// segment 0 = the BIOS default 07C0, `boot_load_sectors` from the boot image), then the final
 /// section header for platform 0xEF (UEFI) with its one entry: bootable, no emulation,
-/// `efi_load_sectors` 512-byte sectors of the FAT image.
-fn boot_catalog(catalog: &mut [u8], efi_load_sectors: u16) {
+/// `efi_load_sectors` 512-byte sectors of the FAT image at `efi_at`.
+fn boot_catalog(catalog: &mut [u8], boot_load_sectors: u16, efi_load_sectors: u16, efi_at: usize) {
     let validation = &mut catalog[..32];
     validation[0] = 1; // header ID
     validation[1] = 0; // platform: 80x86
@@ -208,7 +218,7 @@ fn boot_catalog(catalog: &mut [u8], efi_load_sectors: u16) {
     initial[0] = 0x88; // bootable
     initial[1] = 0; // no emulation
     initial[2..4].copy_from_slice(&0u16.to_le_bytes()); // load segment: BIOS default (07C0)
-    initial[6..8].copy_from_slice(&BOOT_LOAD_SECTORS.to_le_bytes());
+    initial[6..8].copy_from_slice(&boot_load_sectors.to_le_bytes());
     initial[8..12].copy_from_slice(&(BOOT_IMAGE as u32).to_le_bytes());
 
     let header = &mut catalog[64..96];
@@ -220,7 +230,7 @@ fn boot_catalog(catalog: &mut [u8], efi_load_sectors: u16) {
     entry[0] = 0x88; // bootable
     entry[1] = 0; // no emulation
     entry[6..8].copy_from_slice(&efi_load_sectors.to_le_bytes());
-    entry[8..12].copy_from_slice(&(EFI_IMAGE as u32).to_le_bytes());
+    entry[8..12].copy_from_slice(&(efi_at as u32).to_le_bytes());
 }
 
 #[cfg(test)]

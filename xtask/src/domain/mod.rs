@@ -12,6 +12,7 @@ pub mod gpt;
 pub mod image;
 pub mod instructions;
 pub mod iso;
+pub mod loader;
 pub mod pvh;
 pub mod reproducible;
 pub mod vhdx;

@@ -27,6 +27,28 @@ pub struct Kernel {
     pub message: Range<usize>,
 }
 
+/// Where a loader that copies the file whole puts it, and how many of its bytes: the kernel's
+/// one loaded segment, headers included (`pvh.ld`), at its physical address less its file
+/// offset. `None`-like errors for any other shape.
+pub fn flat_load(elf: &[u8]) -> Result<(u32, usize)> {
+    let file =
+        ElfFile64::<Endianness>::parse(elf).context("the PVH kernel is not an ELF64 file")?;
+    let endian = file.endian();
+    let segments = file.elf_header().program_headers(endian, elf)?;
+    let mut loads = segments.iter().filter(|s| s.p_type(endian) == PT_LOAD);
+    let (Some(segment), None) = (loads.next(), loads.next()) else {
+        bail!("the PVH kernel must have exactly one loaded segment (pvh.ld) for the BIOS loader");
+    };
+    let address = segment.p_paddr(endian).checked_sub(segment.p_offset(endian));
+    let length = segment.p_offset(endian) + segment.p_filesz(endian);
+    match address {
+        Some(address) if address >= LOWEST_LOAD && address + length < 1 << 32 => {
+            Ok((address as u32, length.min(elf.len() as u64) as usize))
+        }
+        _ => bail!("the PVH kernel's segment cannot be copied whole below 4 GiB"),
+    }
+}
+
 /// Checks what a PVH loader (QEMU's, Cloud Hypervisor's and Firecracker's `linux-loader`)
 /// checks, and finds the message area.
 pub fn read(elf: &[u8]) -> Result<Kernel> {

@@ -31,6 +31,8 @@ const PVH_RUSTFLAGS: (&str, &str) =
 pub struct Elfs {
     pub boot_sector: PathBuf,
     pub rom: PathBuf,
+    /// The net family's BIOS loader sector.
+    pub loader: PathBuf,
     /// The UEFI program, a PE32+ file.
     pub efi: PathBuf,
     /// The PVH kernel, an ELF64 file.
@@ -76,8 +78,8 @@ pub fn build_elfs() -> Result<Elfs> {
     let builds: [(Command, &[&str], &str); 3] = [
         (
             boot_crate_cargo("build"),
-            &["--bin", "boot-sector", "--bin", "rom"],
-            "boot sector and ROM",
+            &["--bin", "boot-sector", "--bin", "rom", "--bin", "loader"],
+            "boot sector, ROM and loader",
         ),
         (crate_cargo("build", UEFI_TARGET), &["--bin", "efi", "--bin", "net-efi"], "UEFI programs"),
         (pvh_cargo("build"), &["--bin", "pvh", "--bin", "net-pvh"], "PVH kernels"),
@@ -92,6 +94,7 @@ pub fn build_elfs() -> Result<Elfs> {
     Ok(Elfs {
         boot_sector: elf_dir().join("boot-sector"),
         rom: elf_dir().join("rom"),
+        loader: elf_dir().join("loader"),
         efi: target_dir().join(UEFI_TARGET).join("release").join("efi.efi"),
         pvh: target_dir().join(PVH_TARGET).join("release").join("pvh"),
         net_efi: target_dir().join(UEFI_TARGET).join("release").join("net-efi.efi"),

@@ -109,10 +109,11 @@ impl RunOptions {
                 "pvh is a kernel the VMM enters directly, with no firmware to choose: leave out --uefi"
             );
         }
-        if self.net && format != Format::Pvh {
+        if self.net && !Family::Net.has(format) {
             bail!(
-                "the net family boots here as its PVH kernel: run --net --format pvh (its UEFI \
-                 program, 512-byte-vm-net.efi, goes on an EFI System Partition of your own)"
+                "the net family has no {} (a bare sector or a 64 KiB ROM holds no network \
+                 stack): run --net --format pvh, qcow2, iso or any disk format",
+                format.name()
             );
         }
         if self.net && self.vmm != Vmm::Qemu {
@@ -214,7 +215,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
     }
     if let Some(machine) = &options.machine {
         config.machine = machine.clone();
-    } else if options.net {
+    } else if options.net && options.format == Format::Pvh {
         config.machine = "q35".into();
     }
     let mut forwarded = None;
@@ -613,8 +614,10 @@ mod tests {
         assert!(net(Format::Pvh, Some("pc")).bus().is_ok());
         let error = net(Format::Pvh, Some("microvm")).bus().unwrap_err().to_string();
         assert!(error.contains("PCI") && error.contains("--machine q35"), "{error}");
-        let error = net(Format::Efi, None).bus().unwrap_err().to_string();
-        assert!(error.contains("run --net --format pvh"), "{error}");
+        let error = net(Format::Rom, None).bus().unwrap_err().to_string();
+        assert!(error.contains("run --net --format pvh, qcow2"), "{error}");
+        assert!(net(Format::Qcow2, None).bus().is_ok());
+        assert!(net(Format::Efi, None).bus().unwrap_err().to_string().contains("--format img"));
     }
 
     #[test]
