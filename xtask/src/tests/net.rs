@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use super::harness::*;
 use crate::domain::formats::{Family, Format};
 use crate::domain::image::DEFAULT_MESSAGE;
-use crate::domain::{fat, gpt};
 use crate::infra::netns::{self, PrivateNetwork};
-use crate::infra::qemu::{self, Accel, Bus, Firmware, NetBackend, Nic, Vm, VmConfig};
+use crate::infra::qemu::{self, Bus, Firmware, NetBackend, Nic, Vm, VmConfig};
 use crate::infra::tools;
 
 /// How long a lease may take: dnsmasq checks the address is free first (a ping, up to 3 s),
@@ -40,12 +39,24 @@ fn slaac(mac: &str) -> String {
     std::net::Ipv6Addr::from(segments).to_string()
 }
 
-/// The net kernel (`-kernel`, SeaBIOS first) on `machine` with `model`, its card on a tap of
-/// `network`, started paused (the tap joins the bridge first, as a platform's port is up
-/// before its VM runs).
-fn kernel_on(network: &PrivateNetwork, machine: &str, model: &str, n: u8) -> (VmConfig, String) {
-    let image = net_test_image(Format::Pvh);
-    let mut config = tcg(VmConfig::new(&image, qemu::Boot::Kernel, machine));
+/// The net kernel (`-kernel`, SeaBIOS first) on `machine`.
+fn kernel(machine: &str) -> VmConfig {
+    tcg(VmConfig::new(&net_test_image(Format::Pvh), qemu::Boot::Kernel, machine))
+}
+
+/// A net disk or CD booted from `bus` (on the machine that bus is on).
+fn net_config(format: Format, bus: Bus) -> VmConfig {
+    tcg(format.vm_config(&net_test_image(format), bus))
+}
+
+/// `config` with a `model` card on a tap of `network`, MAC `mac(n)`, started paused (the tap
+/// joins the bridge first, as a platform's port is up before its VM runs).
+fn on_network(
+    network: &PrivateNetwork,
+    mut config: VmConfig,
+    model: &str,
+    n: u8,
+) -> (VmConfig, String) {
     config.label = Some(model.into());
     let tap = network.tap().unwrap();
     config.nic = Some(Nic {
@@ -53,7 +64,7 @@ fn kernel_on(network: &PrivateNetwork, machine: &str, model: &str, n: u8) -> (Vm
         backend: NetBackend::Tap { ifname: tap.clone() },
         mac: Some(mac(n)),
     });
-    config.memory_mib = 64;
+    config.memory_mib = config.memory_mib.max(64);
     config.extra.push("-S".into());
     (config, tap)
 }
@@ -113,26 +124,30 @@ fn assert_on_the_network(network: &PrivateNetwork, vms: &mut [Vm], numbers: &[u8
     }
 }
 
-/// The net kernel under SeaBIOS on pc (e1000, transitional virtio-net) and q35 (e1000e,
-/// modern-only virtio-net), four VMs on one private network, with the classic qcow2 beside
-/// them: each net VM leases, prints its address, answers ping, `GET /` and ping to its SLAAC
-/// address, and gives its lease back on the power button; the classic VM sends no DHCP at all.
+/// Under SeaBIOS, six net VMs on one private network: the qcow2 (its loader sector, the kernel
+/// from the BIOS boot partition) on pc with e1000 and on q35 with e1000e, the ISO on pc with
+/// transitional virtio-net and on q35 with modern-only virtio-net, the kernel by `-kernel` on
+/// pc (virtio-net) and q35 (e1000e); the classic qcow2 beside them. Each net VM leases, prints
+/// its address, answers ping, `GET /` and ping to its SLAAC address, and gives its lease back
+/// on the power button; the classic VM sends no DHCP at all.
 #[test]
 #[ignore = "boot test: run with `cargo xtask test`"]
-fn the_net_kernel_leases_answers_and_releases_on_every_nic() {
-    let network = PrivateNetwork::create("kernel", true).unwrap();
-    let cards = [
-        ("pc", "e1000"),
-        ("pc", "virtio-net-pci"),
-        ("q35", "e1000e"),
-        ("q35", "virtio-net-pci,disable-legacy=on"),
+fn under_seabios_the_net_disks_cd_and_kernel_lease_answer_and_release() {
+    let network = PrivateNetwork::create("bios", true).unwrap();
+    let vms: [(VmConfig, &str); 6] = [
+        (net_config(Format::Qcow2, Bus::Ide), "e1000"),
+        (net_config(Format::Qcow2, Bus::Ahci), "e1000e"),
+        (net_config(Format::Iso, Bus::Ide), "virtio-net-pci"),
+        (net_config(Format::Iso, Bus::Ahci), "virtio-net-pci,disable-legacy=on"),
+        (kernel("pc"), "virtio-net-pci"),
+        (kernel("q35"), "e1000e"),
     ];
-    let mut configs: Vec<(VmConfig, String)> = cards
-        .iter()
+    let mut configs: Vec<(VmConfig, String)> = vms
+        .into_iter()
         .enumerate()
-        .map(|(i, (machine, model))| kernel_on(&network, machine, model, i as u8 + 1))
+        .map(|(i, (config, model))| on_network(&network, config, model, i as u8 + 1))
         .collect();
-    // The classic qcow2 on the same bridge, with a NIC of its own.
+    // The classic qcow2 on the same bridge, with pc's default card.
     let classic_mac = mac(0x99);
     let mut classic = tcg(config(Format::Qcow2, Bus::Ide));
     let tap = network.tap().unwrap();
@@ -145,7 +160,7 @@ fn the_net_kernel_leases_answers_and_releases_on_every_nic() {
     configs.push((classic, tap));
     let mut vms = start_on(&network, &configs);
     let classic = vms.pop().unwrap();
-    assert_on_the_network(&network, &mut vms, &[1, 2, 3, 4]);
+    assert_on_the_network(&network, &mut vms, &[1, 2, 3, 4, 5, 6]);
     let mut classic = vec![classic];
     qemu::wait_all_for(&mut classic, line(DEFAULT_MESSAGE).as_bytes(), BOOT_TIMEOUT).unwrap();
     assert!(
@@ -155,48 +170,85 @@ fn the_net_kernel_leases_answers_and_releases_on_every_nic() {
     );
 }
 
-/// A UEFI-only disk (sector 0 unused) with the net UEFI program on its ESP.
-fn net_uefi_disk(scratch: &crate::infra::files::Scratch) -> std::path::PathBuf {
-    let program = std::fs::read(net_test_image(Format::Efi)).unwrap();
-    let sectors = crate::domain::formats::DISK_SIZE / 512;
-    let (first, last) = gpt::esp_range(sectors);
-    let esp = fat::volume(&program, (last - first + 1) as u32, first as u32, 0x512).unwrap();
-    let mut sector = vec![0u8; 512];
-    sector[510..].copy_from_slice(&[0x55, 0xAA]);
-    let disk = gpt::disk(&sector, &esp, sectors, &[7; 32]).unwrap();
-    scratch_image(scratch, "net-uefi.img", &disk)
-}
-
-/// The net UEFI program under OVMF on q35, with modern-only virtio-net and e1000e, the disk
-/// first in the boot order (as platforms set it; else OVMF tries PXE on the card for
-/// minutes): the same checks as the kernel's.
+/// Under OVMF on q35, the net qcow2 with modern-only virtio-net and the net ISO with e1000e,
+/// the disk (or CD) first in the boot order as platforms set it (else OVMF tries PXE on the
+/// card for minutes): the same checks as under SeaBIOS.
 #[test]
 #[ignore = "boot test: run with `cargo xtask test`"]
-fn the_net_uefi_program_leases_answers_and_releases() {
-    let scratch = scratch("net-uefi");
-    let disk = net_uefi_disk(&scratch);
+fn under_ovmf_the_net_disk_and_cd_lease_answer_and_release() {
     let network = PrivateNetwork::create("uefi", true).unwrap();
     let [image, ..] = tools::ovmf_files().unwrap();
-    let configs: Vec<(VmConfig, String)> = ["virtio-net-pci,disable-legacy=on", "e1000e"]
+    let media = [
+        (Format::Qcow2, Bus::VirtioBlk, "virtio-net-pci,disable-legacy=on"),
+        (Format::Iso, Bus::Ahci, "e1000e"),
+    ];
+    let configs: Vec<(VmConfig, String)> = media
         .iter()
         .enumerate()
-        .map(|(i, model)| {
-            let mut config = VmConfig::new(&disk, Format::Img.boot(Bus::VirtioBlk), "q35");
-            config.accel = Accel::Tcg;
+        .map(|(i, &(format, bus, model))| {
+            let mut config = net_config(format, bus);
+            config.machine = "q35".into();
             config = config.under_uefi(Firmware::Uefi { image: image.clone() });
-            config.label = Some(format!("UEFI {model}"));
-            let tap = network.tap().unwrap();
-            config.nic = Some(Nic {
-                model: Some(model.to_string()),
-                backend: NetBackend::Tap { ifname: tap.clone() },
-                mac: Some(mac(i as u8 + 1)),
-            });
-            config.extra.push("-S".into());
-            (config, tap)
+            on_network(&network, config, model, i as u8 + 1)
         })
         .collect();
     let mut vms = start_on(&network, &configs);
+    for (vm, _) in vms.iter_mut().zip(&configs) {
+        vm.wait_for(qemu::uefi_line(DEFAULT_MESSAGE).as_bytes(), BOOT_TIMEOUT).unwrap();
+    }
     assert_on_the_network(&network, &mut vms, &[1, 2]);
+}
+
+/// With no card, the net qcow2 boots from every controller the classic disks boot from but the
+/// floppy drive (the loader reads through whatever INT 13h extensions the BIOS gives each), the
+/// CD from both CD drives: the message line alone, then idle; and the power button powers each
+/// off. On the floppy drive, which has no INT 13h extensions, the loader says so and halts.
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn without_a_card_the_net_disk_boots_from_every_bus_and_idles() {
+    let mut configs: Vec<VmConfig> = Format::Qcow2
+        .buses()
+        .iter()
+        .filter(|&&bus| bus != Bus::Floppy)
+        .map(|&bus| net_config(Format::Qcow2, bus))
+        .collect();
+    configs.extend(Bus::CD_DRIVES.iter().map(|&bus| net_config(Format::Iso, bus)));
+    let line = qemu::uefi_line(DEFAULT_MESSAGE);
+    let mut vms = qemu::start_all(&configs).unwrap();
+    qemu::wait_all_for(&mut vms, line.as_bytes(), BOOT_TIMEOUT).unwrap();
+    assert_idle_with(&mut vms, &line);
+    assert_all_power_off_now(&mut vms, |vm| vm.qmp("system_powerdown").unwrap());
+    let mut floppy = Vm::start(&net_config(Format::Qcow2, Bus::Floppy)).unwrap();
+    let refused = "512-byte-vm-net: no INT 13h extensions\r\n";
+    floppy.wait_for(refused.as_bytes(), BOOT_TIMEOUT).unwrap();
+    floppy.check_running().unwrap();
+}
+
+/// Under SeaBIOS the net disk's kernel shows the message on the screen too (the loader's memory
+/// map says 0xB8000 is no RAM).
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn the_net_disk_shows_the_message_on_the_screen() {
+    let scratch = scratch("net-screen");
+    let mut vm = Vm::start(&net_config(Format::Qcow2, Bus::Ide)).unwrap();
+    wait_for_screen(&mut vm, &scratch, DEFAULT_MESSAGE);
+}
+
+/// A net disk cut short, its BIOS boot partition gone: the loader's read fails, and it says so
+/// on COM1 and the screen, then halts (QEMU still runs: no reset, no loop).
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn a_failed_read_is_one_clear_line_on_com1_and_the_screen() {
+    let scratch = scratch("net-short");
+    let disk = std::fs::read(net_test_image(Format::Img)).unwrap();
+    let short = scratch_image(&scratch, "short.img", &disk[..32 * 1024]);
+    let mut vm = Vm::start(&tcg(raw_config(&short))).unwrap();
+    let expected = "512-byte-vm-net: disk read failed";
+    vm.wait_for(format!("{expected}\r\n").as_bytes(), BOOT_TIMEOUT).unwrap();
+    wait_for_screen(&mut vm, &scratch, expected);
+    std::thread::sleep(Duration::from_millis(500));
+    vm.check_running().unwrap();
+    assert_eq!(String::from_utf8_lossy(&vm.serial_output()), format!("{expected}\r\n"));
 }
 
 /// The simplest case: QEMU's user networking (`-nic user`, which leases 10.0.2.15), the
