@@ -347,7 +347,7 @@ fn has_message(dir: &Path, message: &str) -> bool {
     printed.windows(line.len()).any(|w| w == line)
 }
 
-/// `image -m Hi` after `image --format all` (fourteen files: both families) leaves one set: raw with "Hi" and
+/// `image -m Hi` after `image --format all` (22 files: both families) leaves one set: raw with "Hi" and
 /// nothing else.
 #[test]
 #[ignore = "boot test: run with `cargo xtask test`"]
@@ -355,7 +355,7 @@ fn each_image_build_replaces_the_whole_set() {
     let scratch = Scratch::new("image-set");
     let (status, _, stderr) = finish(xtask(&scratch, &["image", "--format", "all"]));
     assert!(status.success(), "{stderr}");
-    assert_eq!(verified_set(&scratch.images()).len(), 14);
+    assert_eq!(verified_set(&scratch.images()).len(), 22);
     let (status, stdout, stderr) = finish(xtask(&scratch, &["image", "-m", "Hi"]));
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("exactly these files"), "{stdout}");
@@ -414,7 +414,7 @@ fn concurrent_builds_do_not_mix_their_files() {
     }
     let set = verified_set(&scratch.images());
     match set.len() {
-        14 => assert!(has_message(&scratch.images(), "First")),
+        22 => assert!(has_message(&scratch.images(), "First")),
         3 => assert!(has_message(&scratch.images(), "Second")),
         _ => panic!("a mixed set: {set:?}"),
     }
