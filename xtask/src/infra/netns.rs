@@ -50,6 +50,7 @@ impl PrivateNetwork {
     /// A new namespace (`vm512-<tag>-<pid>`), its bridge up, dnsmasq serving it; with `dhcp`
     /// false, no DHCP server at all (the router advertisements still come).
     pub fn create(tag: &str, dhcp: bool) -> Result<PrivateNetwork> {
+        sweep_dead();
         let name = format!("vm512-{tag}-{}", std::process::id());
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name])?;
@@ -194,6 +195,29 @@ impl PrivateNetwork {
         let out = self.run("bash", &["-c", &script])?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// Deletes the namespaces of test processes that are gone (killed before their networks were
+/// dropped): `vm512-<tag>-<pid>` with no process `<pid>`. Their dnsmasq died with them (the
+/// process guard's parent-death signal); their taps went with the namespace.
+fn sweep_dead() {
+    let Ok(out) = process::output(Command::new("ip").args(["netns", "list"])) else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else { continue };
+        let pid = name.strip_prefix("vm512-").and_then(|rest| rest.rsplit('-').next());
+        if let Some(pid) = pid.and_then(|pid| pid.parse::<u32>().ok())
+            && !alive(pid)
+        {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+/// Whether process `pid` runs (a zombie, which no init here may reap, does not).
+fn alive(pid: u32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+    matches!(state, Some(state) if state != "Z" && state != "X")
 }
 
 /// One line of dnsmasq's lease file.
