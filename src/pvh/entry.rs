@@ -2,6 +2,25 @@
 //! 64-bit core: read what the loader left, show the message on the screen where there is one.
 
 use vm512::core64::{self, Reach, Service};
+
+/// The stub (`asm/pvh.s`, with a stack of `$stack` bytes) and `pvh_main`, which it calls in
+/// long mode with the start info's address and which runs the core with `$service`: all a
+/// kernel's root says besides its modules.
+macro_rules! kernel {
+    ($service:ty, stack: $stack:expr) => {
+        core::arch::global_asm!(
+            include_str!("../asm/pvh.s"),
+            serial_init = sym vm512::serial::INIT,
+            stack_size = const $stack,
+        );
+
+        /// Called by `asm/pvh.s` in long mode, with the start info's physical address.
+        #[unsafe(no_mangle)]
+        extern "C" fn pvh_main(start_info: u32) -> ! {
+            entry::enter::<$service>(start_info)
+        }
+    };
+}
 use vm512::{message, vga};
 
 use crate::{paging, start_info};

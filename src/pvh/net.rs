@@ -6,20 +6,11 @@
 #![no_main]
 #![warn(unsafe_op_in_unsafe_fn)]
 
+#[macro_use]
 mod entry;
 mod paging;
 mod start_info;
 
 use vm512::net::Network;
 
-core::arch::global_asm!(
-    include_str!("../asm/pvh.s"),
-    serial_init = sym vm512::serial::INIT,
-    stack_size = const 64 * 1024,
-);
-
-/// Called by `asm/pvh.s` in long mode, with the start info's physical address.
-#[unsafe(no_mangle)]
-extern "C" fn pvh_main(start_info: u32) -> ! {
-    entry::enter::<Option<Network>>(start_info)
-}
+kernel!(Option<Network>, stack: 64 * 1024);
