@@ -9,6 +9,10 @@
 //! Here, when a unicast IPv4 or IPv6 frame for one of the VM's addresses arrives from a sender
 //! not learnt in the last [`REFRESH_US`], the stack is first handed the ARP reply (or neighbour
 //! advertisement) that sender would have given, then the frame itself.
+//!
+//! The stack's cache is small: every ARP or neighbour discovery frame it takes may displace an
+//! entry (an ARP storm from forged peers displaced the router's, and the next ping went
+//! unanswered). After one, every sender is taught again.
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
@@ -28,6 +32,10 @@ const IPV4_DESTINATION: usize = ETHERNET + 16;
 const IPV6_SOURCE: usize = ETHERNET + 8;
 const IPV6_DESTINATION: usize = ETHERNET + 24;
 const IPV6_HEADER: usize = 40;
+const IPV6_NEXT_HEADER: usize = ETHERNET + 6;
+/// ICMPv6, and its neighbour discovery messages: router solicitation to redirect.
+const ICMPV6: u8 = 58;
+const NDISC: core::ops::RangeInclusive<u8> = 133..=137;
 /// The largest frame made here: a neighbour advertisement with its link-layer option.
 pub const FRAME: usize = ETHERNET + IPV6_HEADER + 32;
 
@@ -57,14 +65,23 @@ impl Gleaner {
 
     /// The frame that teaches the stack `frame`'s sender, if it is one to teach now.
     pub fn lesson(&mut self, frame: &[u8], now_us: u64) -> Option<([u8; FRAME], usize)> {
-        if frame.len() < ETHERNET || frame[..6] != self.mac {
+        if frame.len() < ETHERNET {
+            return None;
+        }
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        if updates_neighbours(ethertype, frame) {
+            // It teaches the stack itself; and a lesson for it would be followed by the same
+            // frame again, forgetting again: the card's ring would never move on.
+            self.senders = [Sender::default(); SENDERS];
+            return None;
+        }
+        if frame[..6] != self.mac {
             return None;
         }
         let mac: [u8; 6] = frame[6..12].try_into().ok()?;
         if mac[0] & 1 != 0 {
             return None;
         }
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
         let mut address = [0u8; 16];
         let ipv4 = match EthernetProtocol::from(ethertype) {
             EthernetProtocol::Ipv4 if frame.len() >= IPV4_DESTINATION + 4 => {
@@ -177,5 +194,17 @@ impl Gleaner {
         }
         .emit(&mut frame);
         Some(frame)
+    }
+}
+
+/// Whether `frame` is ARP or neighbour discovery: one that may change the stack's cache.
+fn updates_neighbours(ethertype: u16, frame: &[u8]) -> bool {
+    match EthernetProtocol::from(ethertype) {
+        EthernetProtocol::Arp => true,
+        EthernetProtocol::Ipv6 => {
+            frame.get(IPV6_NEXT_HEADER) == Some(&ICMPV6)
+                && frame.get(ETHERNET + IPV6_HEADER).is_some_and(|kind| NDISC.contains(kind))
+        }
+        _ => false,
     }
 }

@@ -38,6 +38,10 @@ const WEB_BUFFER: usize = 1024;
 /// A connection still open this long after it began is cut (a client that never sends its
 /// request, or never reads the answer, must not hold a socket).
 const WEB_LIFETIME_US: u64 = 10_000_000;
+/// A connection whose handshake is not done this long after its SYN is cut: a flood of SYNs
+/// from forged peers, who never answer the SYN-ACK, would otherwise hold every socket for
+/// good (smoltcp retransmits the SYN-ACK without end). Enough for any real client's ACK.
+const HANDSHAKE_LIFETIME_US: u64 = 2_000_000;
 /// The most frames taken in one wake-up (a flood must not keep COM1 and the power button
 /// waiting): the rest wait for the next turn, which comes at once.
 const FRAMES_PER_TURN: usize = 32;
@@ -236,8 +240,10 @@ impl Network {
     fn set_alarm(&mut self, now: Instant) {
         let mut wait = self.iface.poll_delay(now, &self.sockets).map(|d| d.total_micros());
         let now_us = now.total_micros() as u64;
-        for since in self.web_since.iter().flatten() {
-            let left = (since + WEB_LIFETIME_US).saturating_sub(now_us);
+        for (since, handle) in self.web_since.iter().zip(self.web) {
+            let Some(since) = since else { continue };
+            let state = self.sockets.get::<tcp::Socket>(handle).state();
+            let left = (since + lifetime(state)).saturating_sub(now_us);
             wait = Some(wait.map_or(left, |wait| wait.min(left)));
         }
         if self.nic.received().is_some() {
@@ -320,8 +326,15 @@ impl Network {
                     self.web_answered[i] = false;
                     continue;
                 }
-                // Not connected yet: nothing to answer.
-                tcp::State::Listen | tcp::State::SynReceived | tcp::State::SynSent => continue,
+                tcp::State::Listen => continue,
+                // Not connected yet: nothing to answer, unless it is too late.
+                tcp::State::SynReceived | tcp::State::SynSent => {
+                    let since = *self.web_since[i].get_or_insert(now_us);
+                    if now_us.saturating_sub(since) >= HANDSHAKE_LIFETIME_US {
+                        socket.abort();
+                    }
+                    continue;
+                }
                 // Our close is done: the port's socket is needed more than the wait is.
                 tcp::State::TimeWait => {
                     socket.abort();
@@ -412,6 +425,14 @@ impl Network {
             }
             core::hint::spin_loop();
         }
+    }
+}
+
+/// How long a web connection may last in `state`, from its SYN.
+fn lifetime(state: tcp::State) -> u64 {
+    match state {
+        tcp::State::SynReceived | tcp::State::SynSent => HANDSHAKE_LIFETIME_US,
+        _ => WEB_LIFETIME_US,
     }
 }
 

@@ -67,12 +67,14 @@ impl PrivateNetwork {
         ip(&["-n", &ns, "addr", "add", &format!("{SERVER_V6}/64"), "dev", "br0", "nodad"])?;
         ip(&["-n", &ns, "link", "set", "br0", "up"])?;
         let leases = network.leases_path();
+        fs::write(network.hosts_path(), "")?;
         let mut command = network.command(&tools::path(Tool::Dnsmasq)?.display().to_string());
         command
             .args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=br0"])
             .args(["--bind-interfaces", "--log-dhcp", "--enable-ra"])
             .arg(format!("--dhcp-range={PREFIX_V6},ra-only"))
             .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg(format!("--dhcp-hostsfile={}", network.hosts_path().display()))
             .arg(format!("--pid-file={}", network.dir.join("dnsmasq.pid").display()))
             .stdout(std::process::Stdio::null())
             .stderr(fs::File::create(network.log_path())?);
@@ -129,6 +131,66 @@ impl PrivateNetwork {
     pub fn plug(&self, tap: &str) -> Result<()> {
         ip(&["link", "set", tap, "netns", &self.name])?;
         ip(&["-n", &self.name, "link", "set", tap, "master", "br0", "up"])
+    }
+
+    /// dnsmasq's hosts file (`--dhcp-hostsfile`: reread on SIGHUP), empty unless [`ignore`]
+    /// wrote it.
+    ///
+    /// [`ignore`]: Self::ignore
+    pub fn hosts_path(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+
+    /// dnsmasq's process id (`ip netns exec` runs it in its own place).
+    pub fn dnsmasq_pid(&self) -> Option<u32> {
+        self.dnsmasq.as_ref().map(Guarded::id)
+    }
+
+    /// Has dnsmasq ignore every DHCP message from `mac` (until its hosts file is emptied and it
+    /// is sent SIGHUP): the VM meets no DHCP server, or only the test's own.
+    pub fn ignore(&self, mac: &str) -> Result<()> {
+        let hosts = self.hosts_path();
+        let read = format!("read {}", hosts.display());
+        let before = self.log().matches(&read).count();
+        fs::write(&hosts, format!("{mac},ignore\n"))?;
+        let pid = self.dnsmasq_pid().context("dnsmasq is not running")?.to_string();
+        let out = process::output(Command::new("kill").args(["-HUP", &pid]))?;
+        if !out.status.success() {
+            bail!("kill -HUP {pid}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        // dnsmasq rereads the file between two packets, and logs it.
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self.log().matches(&read).count() <= before {
+            if Instant::now() > deadline {
+                bail!("dnsmasq did not reread {}: {}", hosts.display(), self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// A file of this network's scratch directory (removed with it).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `ping -f` from the bridge to `address` for `seconds` (a flood: as fast as the replies
+    /// come, at least 100 a second): how many were sent and how many answered.
+    pub fn ping_flood(&self, address: &str, seconds: u32) -> Result<(u32, u32)> {
+        let ping = tools::path(Tool::Ping)?.display().to_string();
+        let out = self.run(&ping, &["-n", "-q", "-f", "-w", &seconds.to_string(), address])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let summary = text
+            .lines()
+            .find(|line| line.contains(" packets transmitted, "))
+            .with_context(|| format!("ping -f printed no summary: {text}"))?;
+        let number = |field: usize| -> Option<u32> {
+            summary.split(", ").nth(field)?.split_whitespace().next()?.parse().ok()
+        };
+        match (number(0), number(1)) {
+            (Some(sent), Some(received)) => Ok((sent, received)),
+            _ => bail!("ping -f's summary unreadable: {summary}"),
+        }
     }
 
     fn leases_path(&self) -> PathBuf {

@@ -1,6 +1,7 @@
 //! Boot tests: real QEMU, real SeaBIOS, COM1 read back. They need the images `cargo xtask test`
 //! builds, so plain `cargo test` lists them as ignored; `cargo xtask test` runs them.
 
+mod abuse;
 mod acpi;
 mod boot;
 mod dist;

@@ -15,17 +15,17 @@ use crate::infra::tools;
 
 /// How long a lease may take: dnsmasq checks the address is free first (a ping, up to 3 s),
 /// and several TCG VMs share 2 cores.
-const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pings per address; every one must be answered.
-const PINGS: u32 = 5;
+pub(super) const PINGS: u32 = 5;
 
 /// The VM's MAC on the private network: 52:54:00 (QEMU's prefix) and the VM's number.
-fn mac(n: u8) -> String {
+pub(super) fn mac(n: u8) -> String {
     format!("52:54:00:00:05:{n:02x}")
 }
 
 /// The SLAAC address a MAC gets on the network's prefix (RFC 4862 with the EUI-64).
-fn slaac(mac: &str) -> String {
+pub(super) fn slaac(mac: &str) -> String {
     let b: Vec<u8> = mac.split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
     let groups = [
         u16::from_be_bytes([b[0] ^ 2, b[1]]),
@@ -40,7 +40,7 @@ fn slaac(mac: &str) -> String {
 }
 
 /// The net kernel (`-kernel`, SeaBIOS first) on `machine`.
-fn kernel(machine: &str) -> VmConfig {
+pub(super) fn kernel(machine: &str) -> VmConfig {
     tcg(VmConfig::new(&net_test_image(Format::Pvh), qemu::Boot::Kernel, machine))
 }
 
@@ -51,7 +51,7 @@ fn net_config(format: Format, bus: Bus) -> VmConfig {
 
 /// `config` with a `model` card on a tap of `network`, MAC `mac(n)`, started paused (the tap
 /// joins the bridge first, as a platform's port is up before its VM runs).
-fn on_network(
+pub(super) fn on_network(
     network: &PrivateNetwork,
     mut config: VmConfig,
     model: &str,
@@ -70,7 +70,7 @@ fn on_network(
 }
 
 /// Starts every config (paused), plugs its tap and lets it run.
-fn start_on(network: &PrivateNetwork, configs: &[(VmConfig, String)]) -> Vec<Vm> {
+pub(super) fn start_on(network: &PrivateNetwork, configs: &[(VmConfig, String)]) -> Vec<Vm> {
     let only: Vec<VmConfig> = configs.iter().map(|(config, _)| config.clone()).collect();
     let mut vms = qemu::start_all(&only).unwrap();
     for ((_, tap), vm) in configs.iter().zip(&mut vms) {
@@ -285,6 +285,6 @@ fn get(port: u16) -> String {
 }
 
 /// `format` of the net family, as `cargo xtask test` built it.
-fn net_test_image(format: Format) -> std::path::PathBuf {
+pub(super) fn net_test_image(format: Format) -> std::path::PathBuf {
     env_dir(crate::tasks::test::IMAGES_ENV).join(Family::Net.file_name(format))
 }
