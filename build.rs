@@ -8,10 +8,15 @@ fn main() {
     println!("cargo:rustc-link-arg-bin=loader=-T{dir}/loader.ld");
     // The PVH kernel: linked at 1 MiB, no page alignment in the file (the VMM copies segments
     // wherever they lie in it), no symbols, no build ID: small, and the same bytes every time.
+    // `cargo xtask bench` builds the net kernel once more, elsewhere, with its symbols
+    // (VM512_SYMBOLS), to say which crate and module its bytes belong to.
+    let strip = std::env::var_os("VM512_SYMBOLS").is_none();
     for bin in ["pvh", "net-pvh"] {
         println!("cargo:rustc-link-arg-bin={bin}=-T{dir}/pvh.ld");
         println!("cargo:rustc-link-arg-bin={bin}=--nmagic");
-        println!("cargo:rustc-link-arg-bin={bin}=--strip-all");
+        if strip {
+            println!("cargo:rustc-link-arg-bin={bin}=--strip-all");
+        }
         println!("cargo:rustc-link-arg-bin={bin}=--build-id=none");
     }
     // The UEFI program (lld-link): a timestamp derived from the content, not the clock, so that
@@ -27,4 +32,5 @@ fn main() {
     println!("cargo:rerun-if-changed=loader.ld");
     println!("cargo:rerun-if-changed=pvh.ld");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=VM512_SYMBOLS");
 }

@@ -125,6 +125,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Flags> {
             }
             Value(name) if command == "test" && filter.is_none() => filter = Some(name.string()?),
             Long("quick") if command == "bench" => bench.quick = true,
+            Long("net") if command == "bench" => bench.net = true,
             Long("vms") if command == "bench" => {
                 let text = option_value(&mut parser, "--vms")?.string()?;
                 bench.vms = match text.parse::<usize>() {
@@ -338,6 +339,9 @@ density, size and build time; writes target/bench/report.md and report.json.
 
 OPTIONS:
     --quick             Fewer runs, shorter windows, no UEFI density: about 90 s on 2 cores
+    --net               Only the net family's figures (time to the lease under SeaBIOS, OVMF
+                        and PVH, ping round trip, idle with a card, 32 VMs on one bridge);
+                        writes target/bench/net.md and net.json
     --vms N             VMs started at once for the density figure, 1 to 256 [default: {DEFAULT_VMS}]
 {no_install}
 "

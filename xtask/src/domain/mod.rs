@@ -15,5 +15,6 @@ pub mod iso;
 pub mod loader;
 pub mod pvh;
 pub mod reproducible;
+pub mod sizes;
 pub mod vhdx;
 pub mod vmdk;

@@ -4,7 +4,7 @@
 //! `--target`, `-Zbuild-std` and `-Zjson-target-spec` stay on these cargo invocations: set
 //! globally they would hit the host-side xtask too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -60,12 +60,38 @@ fn boot_crate_cargo(subcommand: &str) -> Command {
 
 /// A cargo command for the boot-sector crate on `target`, in `target/`.
 fn crate_cargo(subcommand: &str, target: &str) -> Command {
+    crate_cargo_in(subcommand, target, &target_dir())
+}
+
+/// The net PVH kernel built as the images build it, but in `target/symbols/` and with its
+/// symbols kept: which function and object is how big. Returns the ELF.
+pub fn build_net_pvh_with_symbols() -> Result<PathBuf> {
+    let dir = target_dir().join("symbols");
+    let mut command = crate_cargo_in("build", PVH_TARGET, &dir);
+    command.env(PVH_RUSTFLAGS.0, PVH_RUSTFLAGS.1).env("VM512_SYMBOLS", "1");
+    command.args([
+        "--bin",
+        "net-pvh",
+        "-Zbuild-std=core",
+        "-Zbuild-std-features=compiler-builtins-mem",
+    ]);
+    let status = process::status(&mut command).context("could not start cargo")?;
+    if !status.success() {
+        bail!(
+            "building the net kernel with its symbols failed ({status}); cargo's messages are above"
+        );
+    }
+    Ok(dir.join(PVH_TARGET).join("release").join("net-pvh"))
+}
+
+/// A cargo command for the boot-sector crate on `target`, in `dir`.
+fn crate_cargo_in(subcommand: &str, target: &str, dir: &Path) -> Command {
     let mut command = cargo();
     command
         .current_dir(project_root())
         .args([subcommand, "--release", "--package", "vm512", "--target", target])
         .arg("--target-dir")
-        .arg(target_dir())
+        .arg(dir)
         // Flags meant for the host would break the 16-bit build (and rebuild core each time).
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");

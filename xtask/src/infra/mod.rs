@@ -11,7 +11,6 @@ pub mod guest;
 pub mod idle;
 #[cfg(test)]
 pub mod libvirt;
-#[cfg(test)]
 pub mod netns;
 pub mod process;
 pub mod qemu;

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::infra::files::Scratch;
 use crate::infra::process::{self, Guarded};
+use crate::infra::qemu::{self, NetBackend, Nic, Vm, VmConfig};
 use crate::infra::tools::{self, Tool};
 
 /// The bridge's addresses: the DHCP server and router the VMs see.
@@ -141,11 +142,13 @@ impl PrivateNetwork {
         self.dir.join("hosts")
     }
 
+    #[cfg(test)]
     /// dnsmasq's process id (`ip netns exec` runs it in its own place).
     pub fn dnsmasq_pid(&self) -> Option<u32> {
         self.dnsmasq.as_ref().map(Guarded::id)
     }
 
+    #[cfg(test)]
     /// Has dnsmasq ignore every DHCP message from `mac` (until its hosts file is emptied and it
     /// is sent SIGHUP): the VM meets no DHCP server, or only the test's own.
     pub fn ignore(&self, mac: &str) -> Result<()> {
@@ -169,11 +172,13 @@ impl PrivateNetwork {
         Ok(())
     }
 
+    #[cfg(test)]
     /// A file of this network's scratch directory (removed with it).
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
+    #[cfg(test)]
     /// `ping -f` from the bridge to `address` for `seconds` (a flood: as fast as the replies
     /// come, at least 100 a second): how many were sent and how many answered.
     pub fn ping_flood(&self, address: &str, seconds: u32) -> Result<(u32, u32)> {
@@ -190,6 +195,50 @@ impl PrivateNetwork {
         match (number(0), number(1)) {
             (Some(sent), Some(received)) => Ok((sent, received)),
             _ => bail!("ping -f's summary unreadable: {summary}"),
+        }
+    }
+
+    /// Gives `config` a `model` card (a QEMU device, with options) with MAC `mac` on a new tap
+    /// of this network, and has it start paused, so that the tap joins the bridge first (as a
+    /// platform's port is up before its VM runs); returns the tap for [`start`](Self::start).
+    pub fn attach(&self, config: &mut VmConfig, model: &str, mac: &str) -> Result<String> {
+        let tap = self.tap()?;
+        config.nic = Some(Nic {
+            model: Some(model.into()),
+            backend: NetBackend::Tap { ifname: tap.clone() },
+            mac: Some(mac.into()),
+        });
+        config.memory_mib = config.memory_mib.max(64);
+        config.extra.push("-S".into());
+        Ok(tap)
+    }
+
+    /// Starts every config [`attach`](Self::attach) prepared, plugs its tap and lets it run.
+    pub fn start(&self, configs: &[(VmConfig, String)]) -> Result<Vec<Vm>> {
+        let only: Vec<VmConfig> = configs.iter().map(|(config, _)| config.clone()).collect();
+        let mut vms = qemu::start_all(&only)?;
+        for ((_, tap), vm) in configs.iter().zip(&mut vms) {
+            self.plug(tap)?;
+            vm.qmp("cont")?;
+        }
+        Ok(vms)
+    }
+
+    /// `ping -c COUNT -i 0.2` from the bridge to `address`: the round trips' minimum, mean
+    /// and maximum in milliseconds, over the replies that came.
+    pub fn ping_rtt(&self, address: &str, count: u32) -> Result<[f64; 3]> {
+        let ping = tools::path(Tool::Ping)?.display().to_string();
+        let count = count.to_string();
+        let out = self.run(&ping, &["-n", "-q", "-c", &count, "-i", "0.2", "-W", "2", address])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let figures = text
+            .lines()
+            .find_map(|line| line.strip_prefix("rtt min/avg/max/mdev = "))
+            .with_context(|| format!("ping printed no round trips: {text}"))?;
+        let mut numbers = figures.trim_end_matches(" ms").split('/').map(str::parse::<f64>);
+        match (numbers.next(), numbers.next(), numbers.next()) {
+            (Some(Ok(min)), Some(Ok(avg)), Some(Ok(max))) => Ok([min, avg, max]),
+            _ => bail!("ping's round trips unreadable: {figures}"),
         }
     }
 
@@ -233,6 +282,7 @@ impl PrivateNetwork {
         }
     }
 
+    #[cfg(test)]
     /// `ping -c COUNT` from the bridge to `address` (IPv4 or IPv6), each reply awaited up to
     /// 2 s: how many replies came.
     pub fn ping(&self, address: &str, count: u32) -> Result<u32> {
@@ -247,6 +297,7 @@ impl PrivateNetwork {
         Ok(received)
     }
 
+    #[cfg(test)]
     /// `GET /` from the bridge to `address` port 80 (bash's /dev/tcp: no client to install),
     /// within 5 s: the whole answer.
     pub fn http_get(&self, address: &str) -> Result<String> {

@@ -19,17 +19,20 @@ use crate::infra::files::{project_root, target_dir};
 use crate::infra::process;
 use crate::infra::qemu::{self, Accel, Bus, Firmware, IdleCost, Vm, VmConfig, cpu_shares};
 use crate::infra::tools::{self, Tool};
+use crate::tasks::bench_net;
 
 /// What `--quick` and `--vms` ask for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchOptions {
     pub quick: bool,
     pub vms: usize,
+    /// Only the net family's figures (`--net`).
+    pub net: bool,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { quick: false, vms: DEFAULT_VMS }
+        BenchOptions { quick: false, vms: DEFAULT_VMS, net: false }
     }
 }
 
@@ -177,6 +180,17 @@ pub fn run(options: &BenchOptions) -> Result<()> {
     let images = out_dir.join("images");
     let all = ImageOptions::everything();
     let sector = artifacts::build(&all, &images)?.sector;
+    if options.net {
+        let net = bench_net::run(options, &images)?;
+        net.write()?;
+        println!("\n{}", net.markdown());
+        println!(
+            "wrote {} in {:.1} s",
+            out_dir.join("net.md").display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let raw = artifacts::artifact_path(&images, "raw");
     let rom = artifacts::artifact_path(&images, "rom");
     let img = artifacts::artifact_path(&images, "img");
@@ -283,7 +297,11 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         densities.push(density("UEFI program", &uefi, uefi_line.as_bytes(), n, window)?);
     }
 
-    // 5. Incremental `cargo xtask image`: nothing changed, then one source file touched.
+    // 5. The net family: leases, round trips, idle with a card, a farm on one bridge.
+    let net = bench_net::run(options, &images)?;
+    net.write()?;
+
+    // 6. Incremental `cargo xtask image`: nothing changed, then one source file touched.
     println!("incremental image builds");
     let raw_only = ImageOptions::default();
     let quiet_dir = out_dir.join("incremental");
@@ -304,7 +322,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
         options: options.clone(),
     };
     fs::create_dir_all(&out_dir)?;
-    let markdown = report.markdown();
+    let markdown = format!("{}\n{}", report.markdown(), net.markdown());
     fs::write(out_dir.join("report.md"), markdown.as_bytes())?;
     fs::write(out_dir.join("report.json"), report.json().as_bytes())?;
     println!("\n{markdown}");

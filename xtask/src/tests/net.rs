@@ -49,8 +49,7 @@ fn net_config(format: Format, bus: Bus) -> VmConfig {
     tcg(format.vm_config(&net_test_image(format), bus))
 }
 
-/// `config` with a `model` card on a tap of `network`, MAC `mac(n)`, started paused (the tap
-/// joins the bridge first, as a platform's port is up before its VM runs).
+/// `config` with a `model` card on a tap of `network`, MAC `mac(n)`, started paused.
 pub(super) fn on_network(
     network: &PrivateNetwork,
     mut config: VmConfig,
@@ -58,26 +57,13 @@ pub(super) fn on_network(
     n: u8,
 ) -> (VmConfig, String) {
     config.label = Some(model.into());
-    let tap = network.tap().unwrap();
-    config.nic = Some(Nic {
-        model: Some(model.into()),
-        backend: NetBackend::Tap { ifname: tap.clone() },
-        mac: Some(mac(n)),
-    });
-    config.memory_mib = config.memory_mib.max(64);
-    config.extra.push("-S".into());
+    let tap = network.attach(&mut config, model, &mac(n)).unwrap();
     (config, tap)
 }
 
 /// Starts every config (paused), plugs its tap and lets it run.
 pub(super) fn start_on(network: &PrivateNetwork, configs: &[(VmConfig, String)]) -> Vec<Vm> {
-    let only: Vec<VmConfig> = configs.iter().map(|(config, _)| config.clone()).collect();
-    let mut vms = qemu::start_all(&only).unwrap();
-    for ((_, tap), vm) in configs.iter().zip(&mut vms) {
-        network.plug(tap).unwrap();
-        vm.qmp("cont").unwrap();
-    }
-    vms
+    network.start(configs).unwrap()
 }
 
 /// What a platform's suite checks of each VM `n` (its MAC `mac(n)`): the lease, the line, ping,
@@ -127,9 +113,10 @@ fn assert_on_the_network(network: &PrivateNetwork, vms: &mut [Vm], numbers: &[u8
 /// Under SeaBIOS, six net VMs on one private network: the qcow2 (its loader sector, the kernel
 /// from the BIOS boot partition) on pc with e1000 and on q35 with e1000e, the ISO on pc with
 /// transitional virtio-net and on q35 with modern-only virtio-net, the kernel by `-kernel` on
-/// pc (virtio-net) and q35 (e1000e); the classic qcow2 beside them. Each net VM leases, prints
+/// pc (virtio-net, with a second card, e1000, after it) and q35 (e1000e); the classic qcow2
+/// beside them. Each net VM leases, prints
 /// its address, answers ping, `GET /` and ping to its SLAAC address, and gives its lease back
-/// on the power button; the classic VM sends no DHCP at all.
+/// on the power button; the classic VM, and the second card, send no DHCP at all.
 #[test]
 #[ignore = "boot test: run with `cargo xtask test`"]
 fn under_seabios_the_net_disks_cd_and_kernel_lease_answer_and_release() {
@@ -158,9 +145,25 @@ fn under_seabios_the_net_disks_cd_and_kernel_lease_answer_and_release() {
     });
     classic.extra.push("-S".into());
     configs.push((classic, tap));
+    // The kernel on pc gets a second card on the same bridge, after the first in PCI order:
+    // the VM answers on the first only.
+    let second_mac = mac(0x55);
+    let second_tap = network.tap().unwrap();
+    configs[4].0.extra.extend([
+        "-netdev".into(),
+        format!("tap,id=net1,ifname={second_tap},script=no,downscript=no").into(),
+        "-device".into(),
+        format!("e1000,netdev=net1,mac={second_mac}").into(),
+    ]);
     let mut vms = start_on(&network, &configs);
+    network.plug(&second_tap).unwrap();
     let classic = vms.pop().unwrap();
     assert_on_the_network(&network, &mut vms, &[1, 2, 3, 4, 5, 6]);
+    assert!(
+        !network.log().to_ascii_lowercase().contains(&second_mac),
+        "the second card sent DHCP: {}",
+        network.log()
+    );
     let mut classic = vec![classic];
     qemu::wait_all_for(&mut classic, line(DEFAULT_MESSAGE).as_bytes(), BOOT_TIMEOUT).unwrap();
     assert!(
@@ -170,7 +173,8 @@ fn under_seabios_the_net_disks_cd_and_kernel_lease_answer_and_release() {
     );
 }
 
-/// Under OVMF on q35, the net qcow2 with modern-only virtio-net and the net ISO with e1000e,
+/// Under OVMF on q35, the net qcow2 with modern-only virtio-net, the net ISO with e1000e and
+/// the net VHDX with transitional virtio-net,
 /// the disk (or CD) first in the boot order as platforms set it (else OVMF tries PXE on the
 /// card for minutes): the same checks as under SeaBIOS.
 #[test]
@@ -181,6 +185,8 @@ fn under_ovmf_the_net_disk_and_cd_lease_answer_and_release() {
     let media = [
         (Format::Qcow2, Bus::VirtioBlk, "virtio-net-pci,disable-legacy=on"),
         (Format::Iso, Bus::Ahci, "e1000e"),
+        // Hyper-V generation 2's format, on its own.
+        (Format::Vhdx, Bus::Ahci, "virtio-net-pci"),
     ];
     let configs: Vec<(VmConfig, String)> = media
         .iter()
@@ -196,7 +202,7 @@ fn under_ovmf_the_net_disk_and_cd_lease_answer_and_release() {
     for (vm, _) in vms.iter_mut().zip(&configs) {
         vm.wait_for(qemu::uefi_line(DEFAULT_MESSAGE).as_bytes(), BOOT_TIMEOUT).unwrap();
     }
-    assert_on_the_network(&network, &mut vms, &[1, 2]);
+    assert_on_the_network(&network, &mut vms, &[1, 2, 3]);
 }
 
 /// With no card, the net qcow2 boots from every controller the classic disks boot from but the

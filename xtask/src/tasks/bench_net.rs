@@ -1,0 +1,436 @@
+//! The net family's figures for `cargo xtask bench` (and alone with `--net`): on private
+//! networks the bench makes (`infra::netns`: a namespace, a bridge, dnsmasq), the time from
+//! QEMU's start to the lease in dnsmasq's lease file and to the address line on COM1, under
+//! SeaBIOS (the qcow2's loader), OVMF (the qcow2's UEFI program) and PVH (`-kernel`); the ping
+//! round trip; idle with a card attached, beside a paused VM with the same card; and a farm of
+//! VMs started at once on one bridge. Written to `target/bench/net.md` and `net.json`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::domain::formats::{Family, Format};
+use crate::domain::image::{DEFAULT_MESSAGE, thousands};
+use crate::domain::sizes::{self, Sizes};
+use crate::infra::cargo;
+use crate::infra::files::target_dir;
+use crate::infra::netns::PrivateNetwork;
+use crate::infra::process;
+use crate::infra::qemu::{self, Accel, Boot, Bus, Firmware, IdleCost, Vm, VmConfig};
+use crate::infra::tools::{self, Tool};
+use crate::tasks::bench::{BenchOptions, Stats};
+
+/// How long one lease may take before the bench gives up (OVMF under TCG takes the longest).
+const LEASE_TIMEOUT: Duration = Duration::from_secs(120);
+/// VMs started at once on one bridge.
+pub const FARM: usize = 32;
+/// Pings for the round trip.
+const PINGS: u32 = 20;
+/// From the lease to the idle window: the router's advertisements and SLAAC settle, and the
+/// bridge's ARP and neighbour probes that follow the pings (Linux probes a neighbour 5 s
+/// after traffic stops, 3 times a second apart) are over.
+const SETTLE: Duration = Duration::from_secs(12);
+/// The largest modules the report lists.
+const MODULES_SHOWN: usize = 24;
+/// The target: within this many wake-ups per second of the paused VM with the same card.
+const WAKEUP_MARGIN: f64 = 1.0;
+
+/// One way the net family boots.
+#[derive(Clone, Copy, PartialEq)]
+enum BootPath {
+    SeaBios,
+    Ovmf,
+    Pvh,
+}
+
+impl BootPath {
+    const ALL: [BootPath; 3] = [BootPath::SeaBios, BootPath::Ovmf, BootPath::Pvh];
+
+    fn name(self) -> &'static str {
+        match self {
+            BootPath::SeaBios => "qcow2, SeaBIOS (loader sector), pc, e1000",
+            BootPath::Ovmf => "qcow2, OVMF (UEFI program), q35, virtio-net",
+            BootPath::Pvh => "kernel (-kernel, PVH), q35, virtio-net",
+        }
+    }
+
+    /// The card, as QEMU names it.
+    fn model(self) -> &'static str {
+        match self {
+            BootPath::SeaBios => "e1000",
+            BootPath::Ovmf | BootPath::Pvh => "virtio-net-pci,disable-legacy=on",
+        }
+    }
+
+    /// Where it runs: OVMF stops under this machine's nested KVM before printing (NOTES).
+    fn runs_under(self, accel: Accel) -> bool {
+        accel == Accel::Tcg || self != BootPath::Ovmf
+    }
+
+    fn config(self, images: &Path, ovmf: &Path, accel: Accel) -> VmConfig {
+        let image = |format| images.join(Family::Net.file_name(format));
+        let config = match self {
+            BootPath::SeaBios => Format::Qcow2.vm_config(&image(Format::Qcow2), Bus::Ide),
+            BootPath::Ovmf => {
+                let mut config = Format::Qcow2.vm_config(&image(Format::Qcow2), Bus::VirtioBlk);
+                config.machine = "q35".into();
+                config.under_uefi(Firmware::Uefi { image: ovmf.to_path_buf() })
+            }
+            BootPath::Pvh => VmConfig::new(&image(Format::Pvh), Boot::Kernel, "q35"),
+        };
+        VmConfig { accel, label: Some(self.name().into()), ..config }
+    }
+}
+
+/// The MAC of the bench's `n`th VM (each VM gets its own, so that each asks for a new lease).
+fn mac(n: usize) -> String {
+    format!("52:54:00:00:{:02x}:{:02x}", 0x10 + n / 256, n % 256)
+}
+
+/// Time to the lease and to the address line, over some runs of one path.
+struct Lease {
+    path: BootPath,
+    accel: Accel,
+    lease: Stats,
+    line: Stats,
+}
+
+/// What a VM leased for the round trip and the idle window showed.
+struct Answering {
+    path: BootPath,
+    /// The ping round trip: minimum, mean, maximum, in ms.
+    rtt: [f64; 3],
+    idle: IdleCost,
+}
+
+/// The farm: `FARM` VMs at once on one bridge.
+struct Farm {
+    vms: usize,
+    all_leased: Duration,
+    idle_total: f64,
+    mean_rss_kib: u64,
+}
+
+pub struct NetReport {
+    leases: Vec<Lease>,
+    answering: Vec<Answering>,
+    paused: IdleCost,
+    farm: Farm,
+    window: Duration,
+    sizes: Sizes,
+    /// The net kernel's file size.
+    kernel: u64,
+}
+
+/// Measures it all. `images` holds both families (the bench's own build).
+pub fn run(options: &BenchOptions, images: &Path) -> Result<NetReport> {
+    tools::require(&[Tool::Dnsmasq, Tool::Ip, Tool::Ping])?;
+    let [ovmf, ..] = tools::ovmf_files()?;
+    let runs = if options.quick { 1 } else { 3 };
+    let window = if options.quick { Duration::from_secs(5) } else { Duration::from_secs(10) };
+    let mut next = 0;
+    let mut fresh_mac = || {
+        next += 1;
+        mac(next)
+    };
+
+    // 1. QEMU's start to the lease, and to the address line.
+    let network = PrivateNetwork::create("bench-lease", true)?;
+    let mut leases = Vec::new();
+    for accel in qemu::available_accels() {
+        for path in BootPath::ALL.into_iter().filter(|path| path.runs_under(accel)) {
+            println!("net: {runs} lease(s), {} ({})", path.name(), accel.name());
+            let mut to_lease = Vec::new();
+            let mut to_line = Vec::new();
+            for _ in 0..runs {
+                let (lease, line) =
+                    time_to_lease(&network, path.config(images, &ovmf, accel), path, &fresh_mac())?;
+                to_lease.push(lease);
+                to_line.push(line);
+            }
+            leases.push(Lease {
+                path,
+                accel,
+                lease: Stats::of(&to_lease),
+                line: Stats::of(&to_line),
+            });
+        }
+    }
+    drop(network);
+
+    // 2. The round trip, then idle beside a paused VM with a card, on a quiet network (TCG:
+    // what every host has, and what OVMF runs under here).
+    println!("net: ping round trips and idle over {window:?}, beside a paused VM");
+    let network = PrivateNetwork::create("bench-idle", true)?;
+    let mut configs = Vec::new();
+    let mut macs = Vec::new();
+    for path in BootPath::ALL {
+        let mut config = path.config(images, &ovmf, Accel::Tcg);
+        let mac = fresh_mac();
+        let tap = network.attach(&mut config, path.model(), &mac)?;
+        configs.push((config, tap));
+        macs.push(mac);
+    }
+    let mut paused = BootPath::Pvh.config(images, &ovmf, Accel::Tcg);
+    let tap = network.attach(&mut paused, BootPath::Pvh.model(), &fresh_mac())?;
+    let mut vms = network.start(&configs)?;
+    let mut paused = qemu::start_all(&[paused])?;
+    network.plug(&tap)?;
+    let mut addresses = Vec::new();
+    for (vm, mac) in vms.iter_mut().zip(&macs) {
+        addresses.push(leased(&network, vm, mac)?);
+    }
+    let rtts: Vec<[f64; 3]> =
+        addresses.iter().map(|address| network.ping_rtt(address, PINGS)).collect::<Result<_>>()?;
+    thread::sleep(SETTLE);
+    vms.append(&mut paused);
+    let costs = qemu::idle_costs(&mut vms, window)?;
+    let answering = BootPath::ALL
+        .into_iter()
+        .zip(rtts)
+        .zip(&costs)
+        .map(|((path, rtt), &idle)| Answering { path, rtt, idle })
+        .collect();
+    let paused = costs[BootPath::ALL.len()];
+    drop(vms);
+    drop(network);
+
+    // 3. The farm: the PVH kernel on q35 (no firmware to wait for: the VMs' own time), all
+    // started at once on one bridge.
+    println!("net: {FARM} VMs at once on one bridge (tcg)");
+    let network = PrivateNetwork::create("bench-farm", true)?;
+    let mut configs = Vec::new();
+    let mut macs = Vec::new();
+    for _ in 0..FARM {
+        let mut config = BootPath::Pvh.config(images, &ovmf, Accel::Tcg);
+        let mac = fresh_mac();
+        let tap = network.attach(&mut config, BootPath::Pvh.model(), &mac)?;
+        configs.push((config, tap));
+        macs.push(mac);
+    }
+    let start = Instant::now();
+    let mut vms = network.start(&configs)?;
+    for mac in &macs {
+        network.wait_for_lease(mac, LEASE_TIMEOUT)?;
+    }
+    let all_leased = start.elapsed();
+    thread::sleep(SETTLE);
+    let idle_total = qemu::cpu_shares(&mut vms, window)?.iter().sum();
+    let rss: Vec<u64> =
+        vms.iter().map(|vm| process::resident_kib(vm.pid())).collect::<Result<_>>()?;
+    let farm = Farm {
+        vms: FARM,
+        all_leased,
+        idle_total,
+        mean_rss_kib: rss.iter().sum::<u64>() / FARM as u64,
+    };
+    drop(vms);
+    drop(network);
+
+    // 4. Where the net kernel's bytes go.
+    println!("net: the net kernel once more, with its symbols, for its size by crate and module");
+    let elf = cargo::build_net_pvh_with_symbols()?;
+    let sizes =
+        sizes::of_elf(&fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?)?;
+    let kernel = fs::metadata(images.join(Family::Net.file_name(Format::Pvh)))?.len();
+
+    Ok(NetReport { leases, answering, paused, farm, window, sizes, kernel })
+}
+
+/// Starts `config` with `path`'s card on `network` and MAC `mac`: from QEMU's start to the
+/// lease in dnsmasq's file, and to the address line on COM1.
+fn time_to_lease(
+    network: &PrivateNetwork,
+    mut config: VmConfig,
+    path: BootPath,
+    mac: &str,
+) -> Result<(Duration, Duration)> {
+    let tap = network.attach(&mut config, path.model(), mac)?;
+    let start = Instant::now();
+    let mut vms = network.start(&[(config, tap)])?;
+    let lease = network.wait_for_lease(mac, LEASE_TIMEOUT)?;
+    let to_lease = start.elapsed();
+    let line = format!("{DEFAULT_MESSAGE} {}\r\n", lease.address);
+    vms[0].wait_for(line.as_bytes(), LEASE_TIMEOUT)?;
+    Ok((to_lease, start.elapsed()))
+}
+
+/// Waits for `mac`'s lease and the VM's address line; the address.
+fn leased(network: &PrivateNetwork, vm: &mut Vm, mac: &str) -> Result<String> {
+    let lease = network.wait_for_lease(mac, LEASE_TIMEOUT)?;
+    let line = format!("{DEFAULT_MESSAGE} {}\r\n", lease.address);
+    vm.wait_for(line.as_bytes(), LEASE_TIMEOUT)
+        .with_context(|| format!("{}: no address line", vm.description()))?;
+    Ok(lease.address)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+impl NetReport {
+    /// Whether `cost` is within the target of the paused VM's.
+    fn at_floor(&self, cost: IdleCost) -> bool {
+        cost.wakeups <= self.paused.wakeups + WAKEUP_MARGIN
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "## The net family\n");
+        let _ = writeln!(
+            md,
+            "On a private network (namespace, bridge, dnsmasq with its defaults); QEMU's start \
+             to the lease in dnsmasq's lease file, and to the address line on COM1:\n"
+        );
+        let _ = writeln!(
+            md,
+            "| accelerator | boot path | lease, median | min | max | line, median | runs |"
+        );
+        let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        for l in &self.leases {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                l.accel.name(),
+                l.path.name(),
+                ms(l.lease.median),
+                ms(l.lease.min),
+                ms(l.lease.max),
+                ms(l.line.median),
+                l.lease.runs
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nPing round trips ({PINGS} pings) and idle over {:?} on a quiet network, beside a \
+             paused VM with a card (tcg):\n",
+            self.window
+        );
+        let _ = writeln!(
+            md,
+            "| boot path | rtt min | mean | max | CPU (% of a core) | wake-ups per second | within 1/s of the paused VM |"
+        );
+        let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+        for a in &self.answering {
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.3}% | {:.1} | {} |",
+                a.path.name(),
+                a.rtt[0],
+                a.rtt[1],
+                a.rtt[2],
+                a.idle.cpu * 100.0,
+                a.idle.wakeups,
+                if self.at_floor(a.idle) { "met" } else { "missed" }
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| paused VM with a card (floor) | - | - | - | {:.3}% | {:.1} | - |",
+            self.paused.cpu * 100.0,
+            self.paused.wakeups
+        );
+        let f = &self.farm;
+        let _ = writeln!(
+            md,
+            "\n{} net kernels (q35, virtio-net) started at once on one bridge (tcg): all leased \
+             after {}; idle together {:.2}% of a core; {} KiB resident per QEMU on average.",
+            f.vms,
+            ms(f.all_leased),
+            f.idle_total * 100.0,
+            thousands(f.mean_rss_kib)
+        );
+        let z = &self.sizes;
+        let _ = writeln!(
+            md,
+            "\nThe net kernel ({} bytes) by crate and by module: the sizes of its functions and \
+             objects after LTO (code inlined into a caller counts as the caller's), {} bytes in \
+             all; the rest is headers, alignment and unnamed data.\n",
+            thousands(self.kernel),
+            thousands(z.total)
+        );
+        let _ = writeln!(md, "| crate | bytes |\n| --- | ---: |");
+        for (name, size) in &z.crates {
+            let _ = writeln!(md, "| {name} | {} |", thousands(*size));
+        }
+        let _ = writeln!(md, "\n| module | bytes |\n| --- | ---: |");
+        for (name, size) in z.modules.iter().take(MODULES_SHOWN) {
+            let _ = writeln!(md, "| {name} | {} |", thousands(*size));
+        }
+        md
+    }
+
+    pub fn json(&self) -> String {
+        let stats = |s: Stats| {
+            format!(
+                r#"{{"median_ms": {:.3}, "min_ms": {:.3}, "max_ms": {:.3}, "runs": {}}}"#,
+                s.median.as_secs_f64() * 1000.0,
+                s.min.as_secs_f64() * 1000.0,
+                s.max.as_secs_f64() * 1000.0,
+                s.runs
+            )
+        };
+        let cost = |c: IdleCost| {
+            format!(r#"{{"core_share": {:.6}, "wakeups_per_second": {:.2}}}"#, c.cpu, c.wakeups)
+        };
+        let leases: Vec<String> = self
+            .leases
+            .iter()
+            .map(|l| {
+                format!(
+                    r#"{{"accelerator": "{}", "path": "{}", "to_lease": {}, "to_line": {}}}"#,
+                    l.accel.name(),
+                    l.path.name(),
+                    stats(l.lease),
+                    stats(l.line)
+                )
+            })
+            .collect();
+        let answering: Vec<String> = self
+            .answering
+            .iter()
+            .map(|a| {
+                format!(
+                    r#"{{"path": "{}", "rtt_ms": [{:.3}, {:.3}, {:.3}], "idle": {}}}"#,
+                    a.path.name(),
+                    a.rtt[0],
+                    a.rtt[1],
+                    a.rtt[2],
+                    cost(a.idle)
+                )
+            })
+            .collect();
+        let f = &self.farm;
+        let sized = |list: &[(String, u64)]| {
+            let items: Vec<String> =
+                list.iter().map(|(name, size)| format!(r#"["{name}", {size}]"#)).collect();
+            items.join(", ")
+        };
+        format!(
+            r#"{{"leases": [{}], "answering": [{}], "paused_with_card": {}, "farm": {{"vms": {}, "all_leased_ms": {:.1}, "idle_core_share": {:.6}, "mean_rss_kib": {}}}, "kernel_bytes": {}, "by_crate": [{}], "by_module": [{}]}}"#,
+            leases.join(", "),
+            answering.join(", "),
+            cost(self.paused),
+            f.vms,
+            f.all_leased.as_secs_f64() * 1000.0,
+            f.idle_total,
+            f.mean_rss_kib,
+            self.kernel,
+            sized(&self.sizes.crates),
+            sized(&self.sizes.modules)
+        )
+    }
+
+    /// Writes `target/bench/net.md` and `net.json`.
+    pub fn write(&self) -> Result<()> {
+        let dir = target_dir().join("bench");
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("net.md"), self.markdown())?;
+        fs::write(dir.join("net.json"), self.json())?;
+        Ok(())
+    }
+}
