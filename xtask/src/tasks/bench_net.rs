@@ -11,7 +11,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::domain::formats::{Family, Format};
 use crate::domain::image::{DEFAULT_MESSAGE, thousands};
@@ -95,6 +95,7 @@ fn mac(n: usize) -> String {
 struct Lease {
     path: BootPath,
     accel: Accel,
+    discover: Stats,
     lease: Stats,
     line: Stats,
 }
@@ -144,20 +145,16 @@ pub fn run(options: &BenchOptions, images: &Path) -> Result<NetReport> {
     for accel in qemu::available_accels() {
         for path in BootPath::ALL.into_iter().filter(|path| path.runs_under(accel)) {
             println!("net: {runs} lease(s), {} ({})", path.name(), accel.name());
-            let mut to_lease = Vec::new();
-            let mut to_line = Vec::new();
+            let mut times = [Vec::new(), Vec::new(), Vec::new()];
             for _ in 0..runs {
-                let (lease, line) =
-                    time_to_lease(&network, path.config(images, &ovmf, accel), path, &fresh_mac())?;
-                to_lease.push(lease);
-                to_line.push(line);
+                let config = path.config(images, &ovmf, accel);
+                let measured = time_to_lease(&network, config, path, &fresh_mac())?;
+                for (list, time) in times.iter_mut().zip(measured) {
+                    list.push(time);
+                }
             }
-            leases.push(Lease {
-                path,
-                accel,
-                lease: Stats::of(&to_lease),
-                line: Stats::of(&to_line),
-            });
+            let [discover, lease, line] = times.map(|list| Stats::of(&list));
+            leases.push(Lease { path, accel, discover, lease, line });
         }
     }
     drop(network);
@@ -242,21 +239,35 @@ pub fn run(options: &BenchOptions, images: &Path) -> Result<NetReport> {
 }
 
 /// Starts `config` with `path`'s card on `network` and MAC `mac`: from QEMU's start to the
-/// lease in dnsmasq's file, and to the address line on COM1.
+/// VM's first DHCPDISCOVER in dnsmasq's log (the VM's own part), to the lease in dnsmasq's
+/// file, and to the address line on COM1.
 fn time_to_lease(
     network: &PrivateNetwork,
     mut config: VmConfig,
     path: BootPath,
     mac: &str,
-) -> Result<(Duration, Duration)> {
+) -> Result<[Duration; 3]> {
     let tap = network.attach(&mut config, path.model(), mac)?;
+    let discover = format!("DHCPDISCOVER(br0) {}", mac.to_ascii_lowercase());
     let start = Instant::now();
     let mut vms = network.start(&[(config, tap)])?;
-    let lease = network.wait_for_lease(mac, LEASE_TIMEOUT)?;
+    let mut to_discover = None;
+    let lease = loop {
+        if to_discover.is_none() && network.log().to_ascii_lowercase().contains(&discover) {
+            to_discover = Some(start.elapsed());
+        }
+        if let Some(lease) = network.lease(mac) {
+            break lease;
+        }
+        if start.elapsed() > LEASE_TIMEOUT {
+            bail!("{}: no lease within {LEASE_TIMEOUT:?}", vms[0].description());
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
     let to_lease = start.elapsed();
     let line = format!("{DEFAULT_MESSAGE} {}\r\n", lease.address);
     vms[0].wait_for(line.as_bytes(), LEASE_TIMEOUT)?;
-    Ok((to_lease, start.elapsed()))
+    Ok([to_discover.unwrap_or(to_lease), to_lease, start.elapsed()])
 }
 
 /// Waits for `mac`'s lease and the VM's address line; the address.
@@ -382,9 +393,10 @@ impl NetReport {
             .iter()
             .map(|l| {
                 format!(
-                    r#"{{"accelerator": "{}", "path": "{}", "to_lease": {}, "to_line": {}}}"#,
+                    r#"{{"accelerator": "{}", "path": "{}", "to_discover": {}, "to_lease": {}, "to_line": {}}}"#,
                     l.accel.name(),
                     l.path.name(),
+                    stats(l.discover),
                     stats(l.lease),
                     stats(l.line)
                 )

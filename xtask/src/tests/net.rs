@@ -39,6 +39,14 @@ pub(super) fn slaac(mac: &str) -> String {
     std::net::Ipv6Addr::from(segments).to_string()
 }
 
+/// The link-local address a MAC gets (fe80::/64 and the EUI-64), scoped to the bridge.
+pub(super) fn link_local(mac: &str) -> String {
+    let global: std::net::Ipv6Addr = slaac(mac).parse().unwrap();
+    let mut segments = global.segments();
+    segments[..4].copy_from_slice(&[0xFE80, 0, 0, 0]);
+    format!("{}%br0", std::net::Ipv6Addr::from(segments))
+}
+
 /// The net kernel (`-kernel`, SeaBIOS first) on `machine`.
 pub(super) fn kernel(machine: &str) -> VmConfig {
     tcg(VmConfig::new(&net_test_image(Format::Pvh), qemu::Boot::Kernel, machine))
@@ -95,8 +103,10 @@ fn assert_on_the_network(network: &PrivateNetwork, vms: &mut [Vm], numbers: &[u8
         ] {
             assert!(page.contains(&expected), "{what}: {expected:?} not in {page:?}");
         }
-        let v6 = slaac(&mac(n));
-        assert_eq!(network.ping(&v6, PINGS).unwrap(), PINGS, "{what}: ping {v6}");
+        // The SLAAC and the link-local address, each from its first ping on.
+        for v6 in [slaac(&mac(n)), link_local(&mac(n))] {
+            assert_eq!(network.ping(&v6, PINGS).unwrap(), PINGS, "{what}: ping {v6}");
+        }
     }
     assert_all_power_off_now(vms, |vm| vm.qmp("system_powerdown").unwrap());
     for (vm, &n) in vms.iter().zip(numbers) {
