@@ -5,6 +5,7 @@ mod abuse;
 mod acpi;
 mod boot;
 mod dist;
+mod gleaning;
 mod harness;
 mod libvirt;
 mod net;
