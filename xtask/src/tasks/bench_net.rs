@@ -295,19 +295,22 @@ impl NetReport {
         let _ = writeln!(
             md,
             "On a private network (namespace, bridge, dnsmasq with its defaults); QEMU's start \
-             to the lease in dnsmasq's lease file, and to the address line on COM1:\n"
+             to the VM's first DHCPDISCOVER in dnsmasq's log (the VM's own part), to the lease in \
+             dnsmasq's lease file (dnsmasq first pings the address it will offer, and offers it \
+             once no answer came), and to the address line on COM1:\n"
         );
         let _ = writeln!(
             md,
-            "| accelerator | boot path | lease, median | min | max | line, median | runs |"
+            "| accelerator | boot path | DISCOVER, median | lease, median | min | max | line, median | runs |"
         );
-        let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for l in &self.leases {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 l.accel.name(),
                 l.path.name(),
+                ms(l.discover.median),
                 ms(l.lease.median),
                 ms(l.lease.min),
                 ms(l.lease.max),
