@@ -216,9 +216,9 @@ fn under_ovmf_the_net_disk_and_cd_lease_answer_and_release() {
 }
 
 /// With no card, the net qcow2 boots from every controller the classic disks boot from but the
-/// floppy drive (the loader reads through whatever INT 13h extensions the BIOS gives each), the
-/// CD from both CD drives: the message line alone, then idle; and the power button powers each
-/// off. On the floppy drive, which has no INT 13h extensions, the loader says so and halts.
+/// floppy drive (the loader reads through whatever INT 13h extensions the BIOS gives each),
+/// every other net disk format (img, VMDK, VDI, VHD, VHDX) from IDE, the CD from both CD
+/// drives: the message line alone, then idle; and the power button powers each off. On the floppy drive, which has no INT 13h extensions, the loader says so and halts.
 #[test]
 #[ignore = "boot test: run with `cargo xtask test`"]
 fn without_a_card_the_net_disk_boots_from_every_bus_and_idles() {
@@ -229,6 +229,9 @@ fn without_a_card_the_net_disk_boots_from_every_bus_and_idles() {
         .map(|&bus| net_config(Format::Qcow2, bus))
         .collect();
     configs.extend(Bus::CD_DRIVES.iter().map(|&bus| net_config(Format::Iso, bus)));
+    // Every other net disk format, from IDE: the same disk in each container.
+    let others = [Format::Img, Format::Vmdk, Format::Vdi, Format::Vhd, Format::Vhdx];
+    configs.extend(others.iter().map(|&format| net_config(format, Bus::Ide)));
     let line = qemu::uefi_line(DEFAULT_MESSAGE);
     let mut vms = qemu::start_all(&configs).unwrap();
     qemu::wait_all_for(&mut vms, line.as_bytes(), BOOT_TIMEOUT).unwrap();
