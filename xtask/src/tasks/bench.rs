@@ -72,6 +72,24 @@ impl Stats {
     }
 }
 
+impl Stats {
+    /// As JSON: milliseconds and the number of runs.
+    pub fn json(self) -> String {
+        format!(
+            r#"{{"median_ms": {:.3}, "min_ms": {:.3}, "max_ms": {:.3}, "runs": {}}}"#,
+            self.median.as_secs_f64() * 1000.0,
+            self.min.as_secs_f64() * 1000.0,
+            self.max.as_secs_f64() * 1000.0,
+            self.runs
+        )
+    }
+}
+
+/// An idle cost as JSON.
+pub fn cost_json(c: IdleCost) -> String {
+    format!(r#"{{"core_share": {:.6}, "wakeups_per_second": {:.2}}}"#, c.cpu, c.wakeups)
+}
+
 /// Boot latency of both images under one accelerator.
 struct Latency {
     accel: Accel,
@@ -650,18 +668,6 @@ impl Report {
     }
 
     fn json(&self) -> String {
-        let stats = |s: Stats| {
-            format!(
-                r#"{{"median_ms": {:.3}, "min_ms": {:.3}, "max_ms": {:.3}, "runs": {}}}"#,
-                s.median.as_secs_f64() * 1000.0,
-                s.min.as_secs_f64() * 1000.0,
-                s.max.as_secs_f64() * 1000.0,
-                s.runs
-            )
-        };
-        let cost = |c: IdleCost| {
-            format!(r#"{{"core_share": {:.6}, "wakeups_per_second": {:.2}}}"#, c.cpu, c.wakeups)
-        };
         let idle: Vec<String> = self
             .idle
             .iter()
@@ -669,10 +675,10 @@ impl Report {
                 format!(
                     r#"{{"accelerator": "{}", "boot_sector": {}, "rom": {}, "uefi": {}, "paused": {}}}"#,
                     i.accel.name(),
-                    cost(i.boot_sector),
-                    cost(i.rom),
-                    i.uefi.clone().map_or("null".to_string(), cost),
-                    cost(i.paused)
+                    cost_json(i.boot_sector),
+                    cost_json(i.rom),
+                    i.uefi.clone().map_or("null".to_string(), cost_json),
+                    cost_json(i.paused)
                 )
             })
             .collect();
@@ -683,8 +689,8 @@ impl Report {
                 format!(
                     r#"{{"accelerator": "{}", "boot_sector": {}, "rom": {}, "rom_to_boot_sector_ratio": {:.4}}}"#,
                     l.accel.name(),
-                    stats(l.boot_sector),
-                    stats(l.rom),
+                    l.boot_sector.json(),
+                    l.rom.json(),
                     l.ratio()
                 )
             })
@@ -696,13 +702,13 @@ impl Report {
                 format!(
                     r#"{{"accelerator": "{}", "microvm": {}, "stub": {}, "pc": {}, "microvm_to_stub_ratio": {:.4}, "idle_microvm": {}, "idle_pc": {}, "paused": {}}}"#,
                     k.accel.name(),
-                    stats(k.microvm),
-                    stats(k.stub),
-                    stats(k.pc),
+                    k.microvm.json(),
+                    k.stub.json(),
+                    k.pc.json(),
                     k.ratio(),
-                    cost(k.idle_microvm),
-                    cost(k.idle_pc),
-                    cost(k.paused)
+                    cost_json(k.idle_microvm),
+                    cost_json(k.idle_pc),
+                    cost_json(k.paused)
                 )
             })
             .collect();

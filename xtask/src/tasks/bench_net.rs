@@ -22,7 +22,7 @@ use crate::infra::netns::PrivateNetwork;
 use crate::infra::process;
 use crate::infra::qemu::{self, Accel, Boot, Bus, Firmware, IdleCost, Vm, VmConfig};
 use crate::infra::tools::{self, Tool};
-use crate::tasks::bench::{BenchOptions, Stats};
+use crate::tasks::bench::{BenchOptions, Stats, cost_json};
 
 /// How long one lease may take before the bench gives up (OVMF under TCG takes the longest).
 const LEASE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -389,18 +389,6 @@ impl NetReport {
     }
 
     pub fn json(&self) -> String {
-        let stats = |s: Stats| {
-            format!(
-                r#"{{"median_ms": {:.3}, "min_ms": {:.3}, "max_ms": {:.3}, "runs": {}}}"#,
-                s.median.as_secs_f64() * 1000.0,
-                s.min.as_secs_f64() * 1000.0,
-                s.max.as_secs_f64() * 1000.0,
-                s.runs
-            )
-        };
-        let cost = |c: IdleCost| {
-            format!(r#"{{"core_share": {:.6}, "wakeups_per_second": {:.2}}}"#, c.cpu, c.wakeups)
-        };
         let leases: Vec<String> = self
             .leases
             .iter()
@@ -409,9 +397,9 @@ impl NetReport {
                     r#"{{"accelerator": "{}", "path": "{}", "to_lease_no_ping": {}, "to_lease": {}, "to_line": {}}}"#,
                     l.accel.name(),
                     l.path.name(),
-                    stats(l.unchecked),
-                    stats(l.lease),
-                    stats(l.line)
+                    l.unchecked.json(),
+                    l.lease.json(),
+                    l.line.json()
                 )
             })
             .collect();
@@ -425,7 +413,7 @@ impl NetReport {
                     a.rtt[0],
                     a.rtt[1],
                     a.rtt[2],
-                    cost(a.idle),
+                    cost_json(a.idle),
                     a.frames
                 )
             })
@@ -440,7 +428,7 @@ impl NetReport {
             r#"{{"leases": [{}], "answering": [{}], "paused_with_card": {}, "farm": {{"vms": {}, "all_leased_ms": {:.1}, "idle_core_share": {:.6}, "mean_rss_kib": {}}}, "kernel_bytes": {}, "by_crate": [{}], "by_module": [{}]}}"#,
             leases.join(", "),
             answering.join(", "),
-            cost(self.paused),
+            cost_json(self.paused),
             f.vms,
             f.all_leased.as_secs_f64() * 1000.0,
             f.idle_total,

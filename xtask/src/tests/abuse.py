@@ -263,35 +263,38 @@ def frames(bridge, seconds, seed, targets):
         counts["random"], counts["mangled"], counts["valid"], wire.sent), flush=True)
 
 
-def arp_storm(bridge, seconds, seed, targets):
+def flood(name, bridge, seconds, seed, targets, make):
+    """For `seconds`, the frames `make(rng, target)` gives for each target in turn."""
     wire, rng = Wire(bridge), random.Random(seed)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for target in targets:
-            src_mac, src_ip = peer(rng)
-            op = rng.choice([1, 2])
-            # Requests for the VM from new peers, replies nobody asked for, gratuitous ARP.
-            wire.send(ether(BROADCAST, src_mac, ETH_ARP,
-                            arp(op, src_mac, src_ip, b"\0" * 6, target.ip)))
-            wire.send(ether(target.mac, src_mac, ETH_ARP,
-                            arp(2, src_mac, src_ip, target.mac, target.ip)))
-            wire.send(ether(BROADCAST, src_mac, ETH_ARP, arp(1, src_mac, src_ip, b"\0" * 6,
-                                                             src_ip)))
+            for frame in make(rng, target):
+                wire.send(frame)
         time.sleep(0.0005)
-    print("arp: %d frames" % wire.sent, flush=True)
+    print("%s: %d frames" % (name, wire.sent), flush=True)
+
+
+def arp_storm(bridge, seconds, seed, targets):
+    def make(rng, target):
+        src_mac, src_ip = peer(rng)
+        # Requests for the VM from new peers, replies nobody asked for, gratuitous ARP.
+        return [
+            ether(BROADCAST, src_mac, ETH_ARP,
+                  arp(rng.choice([1, 2]), src_mac, src_ip, b"\0" * 6, target.ip)),
+            ether(target.mac, src_mac, ETH_ARP, arp(2, src_mac, src_ip, target.mac, target.ip)),
+            ether(BROADCAST, src_mac, ETH_ARP, arp(1, src_mac, src_ip, b"\0" * 6, src_ip)),
+        ]
+    flood("arp", bridge, seconds, seed, targets, make)
 
 
 def syn_flood(bridge, seconds, seed, targets):
-    wire, rng = Wire(bridge), random.Random(seed)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for target in targets:
-            src_mac, src_ip = peer(rng)
-            segment = tcp(src_ip, target.ip, rng.randrange(1024, 65535), 80,
-                          rng.getrandbits(32), 0x02)
-            wire.send(ether(target.mac, src_mac, ETH_IP, ipv4(src_ip, target.ip, 6, segment)))
-        time.sleep(0.0005)
-    print("syn: %d frames" % wire.sent, flush=True)
+    def make(rng, target):
+        src_mac, src_ip = peer(rng)
+        segment = tcp(src_ip, target.ip, rng.randrange(1024, 65535), 80, rng.getrandbits(32),
+                      0x02)
+        return [ether(target.mac, src_mac, ETH_IP, ipv4(src_ip, target.ip, 6, segment))]
+    flood("syn", bridge, seconds, seed, targets, make)
 
 
 def connect_flood(seconds, count, addresses):
