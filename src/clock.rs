@@ -2,6 +2,14 @@
 //! timer, one-shot), both measured once against the 8254's channel 2, whose input runs at a
 //! known 1.193182 MHz on every PC and VMM that has one.
 //!
+//! The measurement reads the 8254's count itself, at the start and at the end of a window,
+//! each reading bracketed by two reads of the time-stamp counter; of a few readings, the one
+//! with the tightest bracket counts. A vCPU descheduled in the middle of the window (a loaded
+//! host) then costs nothing: only a pause inside a bracket would, and that shows as a wide
+//! bracket. (Polling the 8254's output for the window's end, as before, measured a window up to
+//! 2.35 times too long on a loaded host under TCG, and every timer of the stack ran that much
+//! late.)
+//!
 //! No tick: the alarm is armed only for the stack's next deadline (a DHCP renewal, a TCP
 //! retransmission), so a quiet VM sleeps until a frame, a key or the power button wakes it.
 
@@ -12,26 +20,25 @@ use crate::{lapic, port};
 /// The 8254's input clock, in Hz.
 const PIT_HZ: u64 = 1_193_182;
 /// Channel 2's data port, the mode/command port, and the port (system control B) whose bit 0
-/// gates channel 2 and whose bit 5 shows its output; bit 1 routes it to the speaker (kept off).
+/// gates channel 2; bit 1 routes it to the speaker (kept off).
 const CHANNEL2: u16 = 0x42;
 const COMMAND: u16 = 0x43;
 const CONTROL_B: u16 = 0x61;
 const GATE: u8 = 1 << 0;
 const SPEAKER: u8 = 1 << 1;
-const OUTPUT: u8 = 1 << 5;
-/// Channel 2, low then high byte, mode 0 (interrupt on terminal count: the output goes high
-/// when the count runs out), binary.
+/// Channel 2, low then high byte, mode 0 (counting down once from the count loaded), binary;
+/// and the command that latches channel 2's count for reading.
 const CHANNEL2_ONE_SHOT: u8 = 0b10_11_000_0;
-/// The calibration window: 4 ms of the 8254's clock, measured this many times; the shortest
-/// window counts. A VMM's vCPU can be descheduled in the middle of one (seen under TCG with a
-/// loaded host: a window measured 2.35 times too long, so every timer of the stack ran that
-/// much late), and that only ever lengthens a window.
-const WINDOW_TICKS: u16 = (PIT_HZ / 250) as u16;
-const WINDOW_US: u64 = 4_000;
-const WINDOWS: usize = 5;
-/// The most polls of the 8254's output in one window before the calibration gives up (a VMM
-/// without one reads 0xFF: the output looks high at once, and the rates below come out absurd).
-const MAX_POLLS: u32 = 4_000_000;
+const CHANNEL2_LATCH: u8 = 0b10_00_000_0;
+/// The count loaded, and how far it must have counted down for the window to end: 10 ms.
+const START_COUNT: u16 = 0xFFFF;
+const WINDOW_TICKS: u16 = (PIT_HZ / 100) as u16;
+/// Readings taken at each end of the window; the one with the tightest bracket counts.
+const READINGS: usize = 4;
+/// The most polls of the count before the calibration gives up: a VMM without an 8254 reads
+/// 0xFFFF for ever. Each poll is a trap to the VMM (a microsecond or more), so this is far more
+/// than the window needs, and a fraction of a second where there is no 8254.
+const MAX_POLLS: u32 = 500_000;
 /// Rates assumed where the measurement fails: 1 GHz and 100 MHz / 16.
 const FALLBACK_TSC_PER_US: u64 = 1_000;
 const FALLBACK_APIC_PER_US: u64 = 6;
@@ -59,38 +66,83 @@ fn tsc() -> u64 {
     u64::from(high) << 32 | u64::from(low)
 }
 
-/// One window of the 8254's channel 2: the counter's ticks and the local APIC timer's counts.
-fn window() -> (u64, u32) {
-    // SAFETY: the 8254's channel 2 and its gate; the speaker stays off.
-    unsafe {
-        let control = port::inb(CONTROL_B) & !(GATE | SPEAKER);
-        port::outb(CONTROL_B, control);
-        port::outb(COMMAND, CHANNEL2_ONE_SHOT);
-        port::outb(CHANNEL2, WINDOW_TICKS as u8);
-        port::outb(CHANNEL2, (WINDOW_TICKS >> 8) as u8);
-        lapic::start_stopwatch();
+/// One reading: the 8254's count and the local APIC timer's, and the time-stamp counter
+/// before and after them.
+#[derive(Clone, Copy)]
+struct Reading {
+    before: u64,
+    after: u64,
+    pit: u16,
+    apic: u32,
+}
+
+impl Reading {
+    fn take() -> Reading {
         let before = tsc();
-        port::outb(CONTROL_B, control | GATE);
-        let mut polls = 0;
-        while port::inb(CONTROL_B) & OUTPUT == 0 && polls < MAX_POLLS {
-            polls += 1;
+        // SAFETY: the 8254's command port and channel 2's data port: a latch, then its two bytes.
+        let pit = unsafe {
+            port::outb(COMMAND, CHANNEL2_LATCH);
+            let low = port::inb(CHANNEL2);
+            u16::from_le_bytes([low, port::inb(CHANNEL2)])
+        };
+        let apic = lapic::stopwatch_elapsed();
+        Reading { before, after: tsc(), pit, apic }
+    }
+
+    /// The tightest-bracketed of a few readings taken one after another.
+    fn best() -> Reading {
+        let mut best = Reading::take();
+        for _ in 1..READINGS {
+            let reading = Reading::take();
+            if reading.after - reading.before < best.after - best.before {
+                best = reading;
+            }
         }
-        let ticks = tsc() - before;
-        let counts = lapic::stopwatch_elapsed();
-        port::outb(CONTROL_B, control);
-        lapic::stop_timer();
-        (ticks, counts)
+        best
+    }
+
+    /// The time-stamp counter in the middle of the bracket.
+    fn tsc(&self) -> u64 {
+        self.before + (self.after - self.before) / 2
     }
 }
 
+/// A window of the 8254's channel 2: its ticks, and the time-stamp counter's ticks and the local
+/// APIC timer's counts meanwhile; `None` where the 8254 does not count.
+fn window() -> Option<(u64, u64, u64)> {
+    // SAFETY: the 8254's channel 2 and its gate; the speaker stays off.
+    let control = unsafe {
+        let control = port::inb(CONTROL_B) & !(GATE | SPEAKER);
+        port::outb(CONTROL_B, control | GATE);
+        port::outb(COMMAND, CHANNEL2_ONE_SHOT);
+        port::outb(CHANNEL2, START_COUNT as u8);
+        port::outb(CHANNEL2, (START_COUNT >> 8) as u8);
+        control
+    };
+    lapic::start_stopwatch();
+    let first = Reading::best();
+    let mut polls = 0;
+    while first.pit.wrapping_sub(Reading::take().pit) < WINDOW_TICKS && polls < MAX_POLLS {
+        polls += 1;
+    }
+    let last = Reading::best();
+    // SAFETY: as above.
+    unsafe { port::outb(CONTROL_B, control) };
+    lapic::stop_timer();
+    let ticks = first.pit.checked_sub(last.pit).filter(|&ticks| ticks >= WINDOW_TICKS)?;
+    Some((u64::from(ticks), last.tsc() - first.tsc(), u64::from(last.apic - first.apic)))
+}
+
 impl Clock {
-    /// Measures the counter and the local APIC's timer against the 8254's channel 2: the
-    /// shortest of [`WINDOWS`] windows of 4 ms.
+    /// Measures the counter and the local APIC's timer against 10 ms of the 8254's channel 2.
     pub fn calibrate() -> Clock {
-        let (tsc_ticks, apic_counts) =
-            (0..WINDOWS).map(|_| window()).min_by_key(|&(ticks, _)| ticks).unwrap_or((0, 0));
-        let tsc_per_us = tsc_ticks / WINDOW_US;
-        let apic_per_1024_us = u64::from(apic_counts) * 1024 / WINDOW_US;
+        let (tsc_per_us, apic_per_1024_us) = match window() {
+            // ticks of each per 8254 tick, times the 8254's ticks per microsecond.
+            Some((pit, tsc, apic)) => {
+                (tsc * PIT_HZ / pit / 1_000_000, apic * 1024 * PIT_HZ / pit / 1_000_000)
+            }
+            None => (0, 0),
+        };
         Clock {
             tsc_per_us: if tsc_per_us == 0 { FALLBACK_TSC_PER_US } else { tsc_per_us },
             apic_per_1024_us: if apic_per_1024_us == 0 {

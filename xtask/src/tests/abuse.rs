@@ -280,7 +280,7 @@ fn a_silent_lying_then_naking_dhcp_server_leaves_the_vm_trying_until_it_is_lease
     let pid = network.dnsmasq_pid().unwrap().to_string();
     let mut server = spawn_abuse(
         &network,
-        &["dhcp", "br0", "120", &mac(n), hosts.to_str().unwrap(), &pid],
+        &["dhcp", "br0", "240", &mac(n), hosts.to_str().unwrap(), &pid],
         "dhcp: listening",
     );
     network.plug(&tap).unwrap();
@@ -299,10 +299,12 @@ fn a_silent_lying_then_naking_dhcp_server_leaves_the_vm_trying_until_it_is_lease
         .map(|list| list.split(", ").filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_default();
     assert_eq!(intervals.len(), 3, "{output}");
-    // 2 s, 4 s, 8 s, give or take TCG's timing.
-    assert!((1.5..3.0).contains(&intervals[0]), "first interval: {intervals:?}");
+    // 2 s, 4 s, 8 s: never sooner than 2 s, and each about twice the one before. (On a loaded
+    // host every one comes late by the same factor: seen up to 6 times under TCG with eight
+    // busy loops beside it, while the clock's calibration read the same rates as unloaded.)
+    assert!(intervals[0] >= 1.9, "first interval: {intervals:?}");
     for pair in intervals.windows(2) {
-        assert!(pair[1] > pair[0] * 1.6, "no backoff: {intervals:?}");
+        assert!((1.6..2.5).contains(&(pair[1] / pair[0])), "no backoff: {intervals:?}");
     }
     assert_eq!(output.matches("NAKed").count(), 3, "{output}");
     let address = leased(&network, vm, n);
