@@ -109,11 +109,14 @@ pub fn running(transport: &impl Transport) -> bool {
 pub const NET_DEVICE: u32 = 1;
 pub const NET_TRANSITIONAL: u16 = 0x1000;
 pub const NET_MODERN: u16 = 0x1041;
-/// Feature bit: the device has a MAC address (5.1.3).
+/// Feature bits: the device has a MAC address; it merges receive buffers (5.1.3). The second
+/// is taken for its header, never for merging: with it a legacy device's header is 12 bytes,
+/// as a modern one's always is, and a frame (at most 1,514 bytes) fits in one buffer.
 const NET_F_MAC: u64 = 1 << 5;
+const NET_F_MRG_RXBUF: u64 = 1 << 15;
 
-/// `virtio_net_hdr` with VIRTIO_F_VERSION_1 (5.1.6): 12 bytes before every frame, all zero
-/// for a plain frame.
+/// `virtio_net_hdr` with VIRTIO_F_VERSION_1 or VIRTIO_NET_F_MRG_RXBUF (5.1.6): 12 bytes
+/// before every frame, all zero for a plain frame.
 pub const HEADER: usize = 12;
 /// Frames above this are not sent.
 const MAX_FRAME: usize = 1514;
@@ -138,9 +141,10 @@ fn rings(queue: &Virtqueue) -> Rings {
 impl<T: Transport> VirtioNet<T> {
     /// Resets and starts the card on `transport` (its interrupt already pointed where it
     /// goes), its receive queue raising the interrupt. `None` where it lacks what the VM needs
-    /// (virtio 1.x, enough descriptors).
+    /// (virtio 1.x, or a legacy device's mergeable buffers; enough descriptors).
     pub fn start(transport: T) -> Option<VirtioNet<T>> {
-        negotiate(&transport, NET_F_MAC, F_VERSION_1)?;
+        let needed = if transport.modern() { F_VERSION_1 } else { NET_F_MRG_RXBUF };
+        negotiate(&transport, NET_F_MAC | NET_F_MRG_RXBUF, needed)?;
         let rx =
             Virtqueue::new(dma::rx_ring(), dma::rx_buffer, dma::BUFFER as u32, virtqueue::WRITE);
         let tx = Virtqueue::new(dma::tx_ring(), dma::tx_buffer, 0, 0);
