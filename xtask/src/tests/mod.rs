@@ -6,6 +6,7 @@ mod boot;
 mod dist;
 mod harness;
 mod libvirt;
+mod mmio;
 mod net;
 mod platforms;
 mod pvh;
