@@ -10,6 +10,12 @@
 //! 2.35 times too long on a loaded host under TCG, and every timer of the stack ran that much
 //! late.)
 //!
+//! Where the hypervisor states both rates (CPUID leaf 0x40000010, the VMware/KVM "timing
+//! information" leaf: EAX the TSC's kHz, EBX the local APIC bus's kHz) they are taken as given:
+//! Cloud Hypervisor, which has no 8254, fills it in (with a 1 GHz APIC bus, KVM's). Where
+//! neither answers, CPUID leaf 0x15 (the TSC's ratio to the core crystal, which also drives
+//! the APIC timer) or 0x16 (the base frequency) gives the TSC's rate.
+//!
 //! No tick: the alarm is armed only for the stack's next deadline (a DHCP renewal, a TCP
 //! retransmission), so a quiet VM sleeps until a frame, a key or the power button wakes it.
 
@@ -42,6 +48,54 @@ const MAX_POLLS: u32 = 500_000;
 /// Rates assumed where the measurement fails: 1 GHz and 100 MHz / 16.
 const FALLBACK_TSC_PER_US: u64 = 1_000;
 const FALLBACK_APIC_PER_US: u64 = 6;
+
+/// CPUID leaves: the hypervisor's range (EAX: its highest leaf), its timing leaf; the TSC's
+/// ratio to the crystal clock; the processor's base frequency (EAX: MHz).
+const HYPERVISOR_LEAVES: u32 = 0x4000_0000;
+const HYPERVISOR_TIMING: u32 = 0x4000_0010;
+const TSC_CRYSTAL: u32 = 0x15;
+const BASE_FREQUENCY: u32 = 0x16;
+/// CPUID.1:ECX bit 31: running under a hypervisor (its leaves are there).
+const HYPERVISOR_PRESENT: u32 = 1 << 31;
+/// The local APIC timer's divider (`lapic`'s divide configuration): counts = bus clock / 16.
+const APIC_DIVIDE: u64 = 16;
+
+/// CPUID leaf `leaf` (subleaf 0): EAX, EBX, ECX, EDX.
+fn cpuid(leaf: u32) -> [u32; 4] {
+    // CPUID only reads registers; every x86_64 CPU has it (a safe intrinsic there).
+    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// The rates the hypervisor states (leaf 0x40000010), as (TSC per µs, APIC counts per 1,024
+/// µs).
+fn hypervisor_rates() -> Option<(u64, u64)> {
+    if cpuid(1)[2] & HYPERVISOR_PRESENT == 0 || cpuid(HYPERVISOR_LEAVES)[0] < HYPERVISOR_TIMING {
+        return None;
+    }
+    let [tsc_khz, apic_khz, _, _] = cpuid(HYPERVISOR_TIMING);
+    (tsc_khz >= 1_000 && apic_khz >= 1_000)
+        .then(|| (u64::from(tsc_khz) / 1_000, u64::from(apic_khz) * 1024 / 1_000 / APIC_DIVIDE))
+}
+
+/// The TSC's rate from leaf 0x15 (and the APIC timer's, the crystal's) or 0x16, where the CPU
+/// has them: (TSC per µs, APIC counts per 1,024 µs if known).
+fn processor_rates() -> Option<(u64, Option<u64>)> {
+    let highest = cpuid(0)[0];
+    if highest >= TSC_CRYSTAL {
+        let [denominator, numerator, crystal_hz, _] = cpuid(TSC_CRYSTAL);
+        if denominator != 0 && numerator != 0 && crystal_hz != 0 {
+            let tsc_hz = u64::from(crystal_hz) * u64::from(numerator) / u64::from(denominator);
+            let apic = u64::from(crystal_hz) * 1024 / 1_000_000 / APIC_DIVIDE;
+            return Some((tsc_hz / 1_000_000, Some(apic).filter(|&a| a != 0)));
+        }
+    }
+    if highest >= BASE_FREQUENCY {
+        let base_mhz = u64::from(cpuid(BASE_FREQUENCY)[0] & 0xFFFF);
+        return (base_mhz != 0).then_some((base_mhz, None));
+    }
+    None
+}
 
 /// The vector the alarm raises (its handler only ends it: waking `hlt` is the whole job).
 pub const ALARM_VECTOR: u8 = 0xF0;
@@ -134,14 +188,22 @@ fn window() -> Option<(u64, u64, u64)> {
 }
 
 impl Clock {
-    /// Measures the counter and the local APIC's timer against 10 ms of the 8254's channel 2.
+    /// The hypervisor's stated rates where it states them, else measures the counter and the
+    /// local APIC's timer against 10 ms of the 8254's channel 2; without an 8254 (its count
+    /// never moves), the processor's leaves.
     pub fn calibrate() -> Clock {
+        if let Some((tsc_per_us, apic_per_1024_us)) = hypervisor_rates() {
+            return Clock { tsc_per_us: tsc_per_us.max(1), apic_per_1024_us, start: tsc() };
+        }
         let (tsc_per_us, apic_per_1024_us) = match window() {
             // ticks of each per 8254 tick, times the 8254's ticks per microsecond.
             Some((pit, tsc, apic)) => {
                 (tsc * PIT_HZ / pit / 1_000_000, apic * 1024 * PIT_HZ / pit / 1_000_000)
             }
-            None => (0, 0),
+            None => match processor_rates() {
+                Some((tsc, apic)) => (tsc, apic.unwrap_or(0)),
+                None => (0, 0),
+            },
         };
         Clock {
             tsc_per_us: if tsc_per_us == 0 { FALLBACK_TSC_PER_US } else { tsc_per_us },

@@ -121,6 +121,14 @@ pub fn disable(vectors: [u8; 2]) {
     }
 }
 
+/// Opens line `irq` (0-15) too, after [`wait_for_events`]: a device's line the VM also answers
+/// (a virtio-mmio card's, QEMU `microvm,acpi=off`).
+pub fn open(irq: u8) {
+    let (port, bit) = if irq < 8 { (MASTER_DATA, irq) } else { (SLAVE_DATA, irq - 8) };
+    // SAFETY: OCW1 to a PIC's data port, read back and changed by one bit.
+    unsafe { outb(port, crate::port::inb(port) & !(1 << (bit & 7))) };
+}
+
 /// Without a BIOS (the ROM, and the UEFI program once boot services are gone): initialises both
 /// PICs with the master's and the slave's vector bases, in auto-EOI mode (handlers need no end of
 /// interrupt), and opens only the lines the VM answers, the SCI on line `sci` (`Pm::sci`).

@@ -18,6 +18,9 @@
 pub mod interrupts;
 mod power;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::acpi::aml::Interrupt;
 use crate::acpi::tables::{self, Madt};
 use crate::acpi::{self, NO_PM};
 use crate::ioapic::IoApic;
@@ -39,18 +42,36 @@ pub trait Reach {
     }
 }
 
+/// A device's interrupt line, as the core routes it.
+#[derive(Clone, Copy)]
+pub enum Line {
+    /// An ISA IRQ (through the MADT's overrides).
+    Isa(u8),
+    /// A global system interrupt with its own trigger (a virtio-mmio card's).
+    Gsi(Interrupt),
+}
+
+/// What a service is told of the machine at its start.
+pub struct Machine {
+    /// Makes a register address reachable ([`Reach::map_device`]).
+    pub map: fn(u64) -> bool,
+    /// The kernel command line the loader gave (PVH), if any.
+    pub cmdline: Option<&'static [u8]>,
+    /// The DSDT, if ACPI has one.
+    pub dsdt: Option<&'static [u8]>,
+}
+
 /// Work the core does beside the console and the power button: the net family's network.
 pub trait Service: Sized {
     /// No work at all: the core idles exactly as the classic images do.
     const NONE: bool = false;
 
-    /// Finds and starts what it serves, its interrupts sent to this CPU's local APIC
-    /// (messages) or, for a line, to the ISA IRQ [`isa_irq`](Self::isa_irq) names. `map` makes
-    /// a register address reachable ([`Reach::map_device`]).
-    fn start(map: fn(u64) -> bool) -> Self;
+    /// Finds and starts what it serves on `machine`, its interrupts sent to this CPU's local
+    /// APIC (messages) or, for a line, where [`line`](Self::line) says.
+    fn start(machine: &Machine) -> Self;
 
-    /// The ISA IRQ its device's line is routed to, if it signals that way.
-    fn isa_irq(&self) -> Option<u8>;
+    /// Its device's interrupt line, if it signals that way.
+    fn line(&self) -> Option<Line>;
 
     /// Its work, before the first sleep and after every wake-up.
     fn poll(&mut self);
@@ -63,10 +84,10 @@ pub trait Service: Sized {
 pub struct Quiet;
 impl Service for Quiet {
     const NONE: bool = true;
-    fn start(_: fn(u64) -> bool) -> Self {
+    fn start(_: &Machine) -> Self {
         Quiet
     }
-    fn isa_irq(&self) -> Option<u8> {
+    fn line(&self) -> Option<Line> {
         None
     }
     fn poll(&mut self) {}
@@ -104,13 +125,19 @@ pub fn run<R: Reach, S: Service>(rsdp: Option<u64>) -> ! {
     }
     let tables = rsdp.map(power::Tables::read).unwrap_or_default();
     let power = power::Power::new(&tables, R::map_device);
-    let service = S::start(R::map_device);
+    let cmdline = command_line(COMMAND_LINE.load(Ordering::Relaxed));
+    let service = S::start(&Machine { map: R::map_device, cmdline, dsdt: tables.dsdt });
     match tables.madt.as_ref().filter(|madt| has_io_apic(madt)) {
-        Some(madt) => route_through_io_apic(madt, &power, service.isa_irq()),
+        Some(madt) => route_through_io_apic(madt, &power, service.line()),
         None => {
             // No I/O APIC named (no ACPI: QEMU `microvm,acpi=off`): the 8259s, as a BIOS leaves
-            // them.
+            // them, with the service's line where it is one of theirs.
             pic::wait_for_events(pic::LONG_MODE_VECTORS, power.sci_irq());
+            match service.line() {
+                Some(Line::Isa(irq)) if irq < 16 => pic::open(irq),
+                Some(Line::Gsi(interrupt)) if interrupt.gsi < 16 => pic::open(interrupt.gsi as u8),
+                _ => {}
+            }
             lapic::pass_through_8259();
         }
     }
@@ -142,9 +169,9 @@ const KEYBOARD_IRQ: u8 = 1;
 const COM1_IRQ: u8 = 4;
 
 /// Masks the 8259s (where there are any) and every I/O APIC input, then sends the keyboard, COM1
-/// and the power button's interrupt (the SCI, or the GED's), and a service's line (`extra`, an
-/// ISA IRQ), through the I/O APICs to this CPU.
-fn route_through_io_apic(madt: &Madt, power: &power::Power, extra: Option<u8>) {
+/// and the power button's interrupt (the SCI, or the GED's), and a service's line (`extra`),
+/// through the I/O APICs to this CPU.
+fn route_through_io_apic(madt: &Madt, power: &power::Power, extra: Option<Line>) {
     pic::disable(pic::LONG_MODE_VECTORS);
     lapic::accept_io_apic();
     for apic in madt.io_apics.iter().flatten() {
@@ -163,9 +190,13 @@ fn route_through_io_apic(madt: &Madt, power: &power::Power, extra: Option<u8>) {
         let (gsi, level, active_low) = madt.isa_irq(irq);
         route(gsi, level, active_low);
     }
-    if let Some(irq) = extra {
-        let (gsi, level, active_low) = madt.isa_irq(irq);
-        route(gsi, level, active_low);
+    match extra {
+        Some(Line::Isa(irq)) => {
+            let (gsi, level, active_low) = madt.isa_irq(irq);
+            route(gsi, level, active_low);
+        }
+        Some(Line::Gsi(interrupt)) => route(interrupt.gsi, interrupt.level, interrupt.active_low),
+        None => {}
     }
     if let Some(sci) = power.sci_interrupt() {
         // SCI_INT: an ISA IRQ below 16, mapped through its override where there is one; else
@@ -180,6 +211,25 @@ fn route_through_io_apic(madt: &Madt, power: &power::Power, extra: Option<u8>) {
     if let Some(interrupt) = power.ged_interrupt() {
         route(interrupt.gsi, interrupt.level, interrupt.active_low);
     }
+}
+
+/// The most command-line bytes looked at (Linux's x86 COMMAND_LINE_SIZE).
+const MAX_CMDLINE: usize = 2048;
+
+/// The physical address of the kernel command line (NUL-terminated; 0: none), as the entry
+/// found it ([`set_command_line`]).
+static COMMAND_LINE: AtomicU64 = AtomicU64::new(0);
+
+/// Gives the core the loader's command line (the PVH start info's `cmdline_paddr`), before
+/// [`run`]: the net family's PVH kernel does, for the virtio-mmio devices it names.
+pub fn set_command_line(address: Option<u64>) {
+    COMMAND_LINE.store(address.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// The command line at `address`, up to its NUL (at most [`MAX_CMDLINE`] bytes).
+fn command_line(address: u64) -> Option<&'static [u8]> {
+    let bytes = physical(address, MAX_CMDLINE)?;
+    Some(&bytes[..bytes.iter().position(|&b| b == 0).unwrap_or(MAX_CMDLINE)])
 }
 
 /// The most bytes of one ACPI table the core looks at (a VM's DSDT is a few KiB).

@@ -25,6 +25,7 @@ use smoltcp::wire::{
 };
 
 use crate::clock::Clock;
+use crate::core64::{Line, Machine};
 use crate::nic::{self, Model, Nic, Signal};
 use crate::{message, serial};
 use device::Port;
@@ -119,8 +120,8 @@ pub struct Network {
 impl Network {
     /// Finds and starts the card, measures the clock and sets the stack up; `None` without a
     /// card the VM drives. Called once.
-    pub fn start(apic_id: u8, map: impl Fn(u64) -> bool) -> Option<Network> {
-        let (nic, model, signal) = nic::find(apic_id, map)?;
+    pub fn start(apic_id: u8, machine: &Machine) -> Option<Network> {
+        let (nic, model, signal) = nic::find(apic_id, machine.map, machine.cmdline, machine.dsdt)?;
         let clock = Clock::calibrate();
         let mac = nic.mac();
         let mut config = Config::new(EthernetAddress(mac).into());
@@ -186,10 +187,11 @@ impl Network {
         })
     }
 
-    /// The ISA IRQ the card's INTx line is routed to, where it signals that way.
-    pub fn isa_irq(&self) -> Option<u8> {
+    /// The card's line: its INTx's ISA IRQ, or its virtio-mmio GSI, where it signals that way.
+    pub fn line(&self) -> Option<Line> {
         match self.signal {
-            Signal::IsaIrq(irq) => Some(irq),
+            Signal::IsaIrq(irq) => Some(Line::Isa(irq)),
+            Signal::Gsi(interrupt) => Some(Line::Gsi(interrupt)),
             _ => None,
         }
     }
@@ -461,12 +463,12 @@ fn page<const N: usize>(
 
 /// The core's service in the net family: the network, where there is a card.
 impl crate::core64::Service for Option<Network> {
-    fn start(map: fn(u64) -> bool) -> Self {
-        Network::start(crate::lapic::id(), map)
+    fn start(machine: &Machine) -> Self {
+        Network::start(crate::lapic::id(), machine)
     }
 
-    fn isa_irq(&self) -> Option<u8> {
-        self.as_ref()?.isa_irq()
+    fn line(&self) -> Option<Line> {
+        self.as_ref()?.line()
     }
 
     fn poll(&mut self) {

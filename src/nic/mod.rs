@@ -1,15 +1,23 @@
 //! The network card: the first one PCI lists that the VM drives (virtio-net, e1000, e1000e),
-//! behind one small interface the network stack's device (`net::device`) uses. A second card
-//! is left alone: the VM answers on the first only.
+//! else the first virtio-net on virtio-mmio that the command line (`virtio_mmio.device=`) or the
+//! DSDT (`LNRO0005`) names, behind one small interface the network stack's device
+//! (`net::device`) uses. A second card is left alone: the VM answers on the first only.
 
+pub mod cmdline;
 pub mod dma;
+pub mod dsdt;
 pub mod e1000;
-pub mod virtio_net;
+pub mod virtio;
+pub mod virtio_mmio;
+pub mod virtio_pci;
 pub mod virtqueue;
 
+use crate::acpi::aml::Interrupt;
 use crate::pci::{self, Function};
 use e1000::E1000;
-use virtio_net::VirtioNet;
+use virtio::{Rings, Transport, VirtioNet};
+use virtio_mmio::Mmio;
+use virtio_pci::Pci;
 
 /// The vector a card's MSI or MSI-X message raises (its handler only ends it).
 pub const NIC_VECTOR: u8 = 0xE0;
@@ -25,7 +33,7 @@ pub enum Model {
 impl Model {
     fn of(vendor: u16, device: u16) -> Option<Model> {
         match (vendor, device) {
-            (virtio_net::VENDOR, virtio_net::TRANSITIONAL | virtio_net::MODERN) => {
+            (virtio_pci::VENDOR, virtio::NET_TRANSITIONAL | virtio::NET_MODERN) => {
                 Some(Model::VirtioNet)
             }
             (e1000::VENDOR, e1000::E1000) => Some(Model::E1000),
@@ -44,32 +52,81 @@ impl Model {
     }
 }
 
-/// How the card signals: a message to the local APIC, or its INTx line on this ISA IRQ.
+/// How the card signals: a message to the local APIC, its INTx line on this ISA IRQ, or a
+/// line on a global system interrupt with its own trigger (virtio-mmio).
 #[derive(Clone, Copy)]
 pub enum Signal {
     Message,
     IsaIrq(u8),
+    Gsi(Interrupt),
     /// Neither: the VM polls it when something else wakes it.
     None,
 }
 
 /// A card, running.
 pub enum Nic {
-    Virtio(VirtioNet),
+    Virtio(VirtioNet<Bus>),
     E1000(E1000),
 }
 
-/// The first card PCI lists that the VM drives, started; its model and how it signals. `map`
-/// makes a register address reachable (the entry's [`Reach::map_device`]).
+/// The transport a virtio card is on.
+pub enum Bus {
+    Pci(Pci),
+    Mmio(Mmio),
+}
+
+/// The first card PCI lists that the VM drives, else the first virtio-net on virtio-mmio that
+/// `cmdline` (the kernel command line) or `dsdt` names, started; its model and how it signals.
+/// `map` makes a register address reachable (the entry's [`Reach::map_device`]).
 ///
 /// [`Reach::map_device`]: crate::core64::Reach::map_device
-pub fn find(apic_id: u8, map: impl Fn(u64) -> bool) -> Option<(Nic, Model, Signal)> {
+pub fn find(
+    apic_id: u8,
+    map: impl Fn(u64) -> bool,
+    cmdline: Option<&[u8]>,
+    dsdt: Option<&[u8]>,
+) -> Option<(Nic, Model, Signal)> {
+    find_on_pci(apic_id, &map).or_else(|| find_on_mmio(&map, cmdline, dsdt))
+}
+
+/// The first virtio-net on virtio-mmio: the command line's devices (edge-triggered, active
+/// high lines: what Linux assumes of them), then the DSDT's.
+fn find_on_mmio(
+    map: &impl Fn(u64) -> bool,
+    cmdline: Option<&[u8]>,
+    dsdt: Option<&[u8]>,
+) -> Option<(Nic, Model, Signal)> {
+    let named = cmdline.into_iter().flat_map(cmdline::virtio_mmio_devices).map(|device| {
+        let interrupt = Interrupt { gsi: device.irq, level: false, active_low: false };
+        (device.address, device.size, interrupt)
+    });
+    let listed = dsdt.into_iter().flat_map(dsdt::virtio_mmio_devices).map(|device| {
+        let interrupt =
+            Interrupt { gsi: device.gsi, level: device.level, active_low: device.active_low };
+        (device.address, device.size, interrupt)
+    });
+    named.chain(listed).find_map(|(address, size, interrupt)| {
+        if size < virtio_mmio::MIN_SIZE || !map(address) {
+            return None;
+        }
+        let transport = Mmio::at(address, virtio::NET_DEVICE)?;
+        let card = VirtioNet::start(Bus::Mmio(transport))?;
+        Some((Nic::Virtio(card), Model::VirtioNet, Signal::Gsi(interrupt)))
+    })
+}
+
+/// The first card PCI lists that the VM drives, started.
+fn find_on_pci(apic_id: u8, map: &impl Fn(u64) -> bool) -> Option<(Nic, Model, Signal)> {
     let function = pci::find(|vendor, device| Model::of(vendor, device).is_some())?;
     let (vendor, device) = function.ids();
     let model = Model::of(vendor, device)?;
     match model {
         Model::VirtioNet => {
-            let card = VirtioNet::start(function, apic_id, NIC_VECTOR, map)?;
+            let transport = Pci::at(function, map)?;
+            if !transport.enable_msix(apic_id, NIC_VECTOR, map) {
+                return None;
+            }
+            let card = VirtioNet::start(Bus::Pci(transport))?;
             Some((Nic::Virtio(card), model, Signal::Message))
         }
         Model::E1000 | Model::E1000e => {
@@ -102,10 +159,12 @@ impl Nic {
         }
     }
 
-    /// Quiets the card's interrupt (reads its cause), so that a level-triggered line drops.
+    /// Quiets the card's interrupt (reads its cause, or acknowledges virtio-mmio's status), so
+    /// that its line drops and the next event raises it afresh.
     pub fn acknowledge(&self) {
-        if let Nic::E1000(card) = self {
-            card.acknowledge();
+        match self {
+            Nic::Virtio(card) => card.acknowledge(),
+            Nic::E1000(card) => card.acknowledge(),
         }
     }
 
@@ -151,7 +210,7 @@ impl Nic {
     /// caller has checked [`can_send`](Self::can_send); if the buffer went meanwhile, `fill`
     /// writes into a scratch buffer and nothing is sent.
     pub fn send<R>(&self, length: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
-        let length = length.min(dma::BUFFER - virtio_net::HEADER);
+        let length = length.min(dma::BUFFER - virtio::HEADER);
         match self.transmit_buffer() {
             Some(buffer) => {
                 // SAFETY: a free transmit buffer, the card told only below.
@@ -163,6 +222,64 @@ impl Nic {
                 result
             }
             None => fill(&mut [0; 1514][..length.min(1514)]),
+        }
+    }
+}
+
+/// Each call goes to the transport the card is on.
+impl Transport for Bus {
+    fn status(&self) -> u8 {
+        match self {
+            Bus::Pci(bus) => bus.status(),
+            Bus::Mmio(bus) => bus.status(),
+        }
+    }
+    fn set_status(&self, status: u8) {
+        match self {
+            Bus::Pci(bus) => bus.set_status(status),
+            Bus::Mmio(bus) => bus.set_status(status),
+        }
+    }
+    fn device_features(&self) -> u64 {
+        match self {
+            Bus::Pci(bus) => bus.device_features(),
+            Bus::Mmio(bus) => bus.device_features(),
+        }
+    }
+    fn set_driver_features(&self, features: u64) {
+        match self {
+            Bus::Pci(bus) => bus.set_driver_features(features),
+            Bus::Mmio(bus) => bus.set_driver_features(features),
+        }
+    }
+    fn modern(&self) -> bool {
+        match self {
+            Bus::Pci(bus) => bus.modern(),
+            Bus::Mmio(bus) => bus.modern(),
+        }
+    }
+    fn set_up_queue(&self, queue: u16, size: u16, rings: Rings, interrupt: bool) -> bool {
+        match self {
+            Bus::Pci(bus) => bus.set_up_queue(queue, size, rings, interrupt),
+            Bus::Mmio(bus) => bus.set_up_queue(queue, size, rings, interrupt),
+        }
+    }
+    fn notify(&self, queue: u16) {
+        match self {
+            Bus::Pci(bus) => bus.notify(queue),
+            Bus::Mmio(bus) => bus.notify(queue),
+        }
+    }
+    fn acknowledge(&self) {
+        match self {
+            Bus::Pci(bus) => bus.acknowledge(),
+            Bus::Mmio(bus) => bus.acknowledge(),
+        }
+    }
+    fn config8(&self, offset: usize) -> u8 {
+        match self {
+            Bus::Pci(bus) => bus.config8(offset),
+            Bus::Mmio(bus) => bus.config8(offset),
         }
     }
 }

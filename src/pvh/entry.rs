@@ -5,9 +5,11 @@ use vm512::core64::{self, Reach, Service};
 
 /// The stub (`asm/pvh.s`, with a stack of `$stack` bytes) and `pvh_main`, which it calls in
 /// long mode with the start info's address and which runs the core with `$service`: all a
-/// kernel's root says besides its modules.
+/// kernel's root says besides its modules. With `command_line`, `pvh_main` first gives the core
+/// the loader's command line (the net family: it names virtio-mmio devices); the classic kernel
+/// never reads it.
 macro_rules! kernel {
-    ($service:ty, stack: $stack:expr) => {
+    ($service:ty, stack: $stack:expr $(, $command_line:ident)?) => {
         core::arch::global_asm!(
             include_str!("../asm/pvh.s"),
             serial_init = sym vm512::serial::INIT,
@@ -17,6 +19,10 @@ macro_rules! kernel {
         /// Called by `asm/pvh.s` in long mode, with the start info's physical address.
         #[unsafe(no_mangle)]
         extern "C" fn pvh_main(start_info: u32) -> ! {
+            $(
+                let $command_line = start_info::at(start_info).map(|info| info.cmdline_paddr);
+                vm512::core64::set_command_line($command_line);
+            )?
             entry::enter::<$service>(start_info)
         }
     };

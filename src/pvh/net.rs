@@ -13,4 +13,4 @@ mod start_info;
 
 use vm512::net::Network;
 
-kernel!(Option<Network>, stack: 64 * 1024);
+kernel!(Option<Network>, stack: 64 * 1024, command_line);

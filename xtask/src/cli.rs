@@ -287,8 +287,9 @@ OPTIONS:
     --machine MACHINE   For pvh: the QEMU machine, microvm, pc or q35 [default: microvm]
     --vmm VMM           For pvh: qemu, cloud-hypervisor or firecracker (found on PATH;
                         they need /dev/kvm) [default: qemu]
-    --net               Boot the net family's kernel on q35 (or --machine pc) with the
-                        machine's default card on QEMU's user networking: it leases
+    --net               Boot the net family's kernel on q35 (or --machine pc, or microvm:
+                        virtio-net on virtio-mmio) with the machine's default card on
+                        QEMU's user networking: it leases
                         10.0.2.15, and its web page is forwarded to a free port here
 {no_install}
 

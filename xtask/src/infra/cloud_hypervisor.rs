@@ -54,6 +54,12 @@ pub struct ChVm {
 impl ChVm {
     /// Starts CH headless on `kernel` (one vCPU, 64 MiB) and waits until its API socket is open.
     pub fn start(kernel: &Path) -> Result<ChVm> {
+        ChVm::start_with_nic(kernel, None)
+    }
+
+    /// As [`start`](Self::start), with a virtio-net card (CH's are on PCI) on the tap named
+    /// `nic.0` with MAC `nic.1`, when given.
+    pub fn start_with_nic(kernel: &Path, nic: Option<(&str, &str)>) -> Result<ChVm> {
         let vmm = binary().context("cloud-hypervisor (and ch-remote) not found in PATH")?;
         let ch_remote = ch_remote(&vmm).context("ch-remote not found")?;
         let name = kernel.file_name().unwrap_or(kernel.as_os_str()).to_string_lossy();
@@ -71,7 +77,11 @@ impl ChVm {
             .arg(kernel)
             .args(["--cpus", "boot=1", "--memory", "size=64M", "--serial", "tty"])
             .args(["--console", "off", "--api-socket"])
-            .arg(format!("path={}", api_socket.display()))
+            .arg(format!("path={}", api_socket.display()));
+        if let Some((tap, mac)) = nic {
+            command.args(["--net", &format!("tap={tap},mac={mac}")]);
+        }
+        command
             .stdin(Stdio::from(guest_side.try_clone()?))
             .stdout(Stdio::from(guest_side))
             .stderr(Stdio::piped());

@@ -47,6 +47,12 @@ pub struct FcVm {
 impl FcVm {
     /// Starts FC headless on `kernel` (one vCPU, 64 MiB) and waits until its API socket is open.
     pub fn start(kernel: &Path) -> Result<FcVm> {
+        FcVm::start_with_nic(kernel, None)
+    }
+
+    /// As [`start`](Self::start), with a virtio-net card (on virtio-mmio) on the tap named
+    /// `nic.0` with MAC `nic.1`, when given.
+    pub fn start_with_nic(kernel: &Path, nic: Option<(&str, &str)>) -> Result<FcVm> {
         let vmm = binary().context("firecracker not found in PATH")?;
         let name = kernel.file_name().unwrap_or(kernel.as_os_str()).to_string_lossy();
         let description = format!("{name} on Firecracker (kvm)");
@@ -54,8 +60,16 @@ impl FcVm {
         let kernel = kernel.to_str().with_context(|| format!("{kernel:?} is not UTF-8"))?;
         let scratch = Scratch::new("firecracker")?;
         let (api_socket, config) = (scratch.join("api.sock"), scratch.join("config.json"));
+        let interfaces = match nic {
+            Some((tap, mac)) => format!(
+                r#", "network-interfaces": [{{"iface_id": "eth0", "host_dev_name": {}, "guest_mac": {}}}]"#,
+                json_string(tap),
+                json_string(mac)
+            ),
+            None => String::new(),
+        };
         let json = format!(
-            r#"{{"boot-source": {{"kernel_image_path": {}}}, "drives": [], "machine-config": {{"vcpu_count": 1, "mem_size_mib": 64}}}}"#,
+            r#"{{"boot-source": {{"kernel_image_path": {}}}, "drives": [], "machine-config": {{"vcpu_count": 1, "mem_size_mib": 64}}{interfaces}}}"#,
             json_string(kernel)
         );
         std::fs::write(&config, json).with_context(|| format!("writing {}", config.display()))?;

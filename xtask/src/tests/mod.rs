@@ -8,6 +8,7 @@ mod dist;
 mod gleaning;
 mod harness;
 mod libvirt;
+mod mmio;
 mod net;
 mod platforms;
 mod pvh;

@@ -77,6 +77,13 @@ pub(super) fn start_on(network: &PrivateNetwork, configs: &[(VmConfig, String)])
 /// What a platform's suite checks of each VM `n` (its MAC `mac(n)`): the lease, the line, ping,
 /// the page, the SLAAC address; then the power button, and the lease given back.
 fn assert_on_the_network(network: &PrivateNetwork, vms: &mut [Vm], numbers: &[u8]) {
+    assert_answers(network, vms, numbers);
+    assert_all_power_off_now(vms, |vm| vm.qmp("system_powerdown").unwrap());
+    assert_leases_released(network, vms, numbers);
+}
+
+/// The lease, the line, ping, the page and the SLAAC address of each VM `n`.
+fn assert_answers(network: &PrivateNetwork, vms: &mut [Vm], numbers: &[u8]) {
     let mut addresses = Vec::new();
     for (vm, &n) in vms.iter_mut().zip(numbers) {
         let lease = network.wait_for_lease(&mac(n), LEASE_TIMEOUT).unwrap();
@@ -108,7 +115,10 @@ fn assert_on_the_network(network: &PrivateNetwork, vms: &mut [Vm], numbers: &[u8
             assert_eq!(network.ping(&v6, PINGS).unwrap(), PINGS, "{what}: ping {v6}");
         }
     }
-    assert_all_power_off_now(vms, |vm| vm.qmp("system_powerdown").unwrap());
+}
+
+/// Each VM `n` gave its lease back (DHCPRELEASE: dnsmasq drops the line at once).
+fn assert_leases_released(network: &PrivateNetwork, vms: &[Vm], numbers: &[u8]) {
     for (vm, &n) in vms.iter().zip(numbers) {
         // DHCPRELEASE: dnsmasq drops the line at once.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -268,6 +278,45 @@ fn a_failed_read_is_one_clear_line_on_com1_and_the_screen() {
     std::thread::sleep(Duration::from_millis(500));
     vm.check_running().unwrap();
     assert_eq!(String::from_utf8_lossy(&vm.serial_output()), format!("{expected}\r\n"));
+}
+
+/// On QEMU `microvm`, the net kernel on virtio-mmio: the legacy interface (microvm's default)
+/// and the modern one (`force-legacy=false`), both found in the DSDT (LNRO0005), and, with
+/// `acpi=off`, the legacy one named on the command line (`virtio_mmio.device=`), its line on the
+/// 8259. Each leases, prints its address, answers ping, `GET /` and ping to its SLAAC address,
+/// and gives its lease back: on the power button (through the GED), or without ACPI on Ctrl-D,
+/// which resets the VM (`-no-reboot`: QEMU exits).
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn on_microvm_the_net_kernel_drives_virtio_mmio_legacy_modern_and_from_the_command_line() {
+    let network = PrivateNetwork::create("mmio", true).unwrap();
+    let mut modern = kernel("microvm");
+    modern.extra.extend(["-global".into(), "virtio-mmio.force-legacy=false".into()]);
+    let vms: [(VmConfig, &str); 3] = [
+        (kernel("microvm"), "virtio-net-device"),
+        (modern, "virtio-net-device"),
+        (kernel("microvm,acpi=off"), "virtio-net-device"),
+    ];
+    let mut configs: Vec<(VmConfig, String)> = vms
+        .into_iter()
+        .enumerate()
+        .map(|(i, (config, model))| on_network(&network, config, model, i as u8 + 1))
+        .collect();
+    configs[0].0.label = Some("virtio-mmio legacy, DSDT".into());
+    configs[1].0.label = Some("virtio-mmio modern, DSDT".into());
+    configs[2].0.label = Some("virtio-mmio legacy, command line".into());
+    let mut vms = start_on(&network, &configs);
+    assert_answers(&network, &mut vms, &[1, 2, 3]);
+    let mut without_acpi = vms.pop().unwrap();
+    assert_all_power_off_now(&mut vms, |vm| vm.qmp("system_powerdown").unwrap());
+    type_on_com1(&mut without_acpi, b"\x04");
+    let exited = without_acpi.wait_exit(POWER_OFF_LIMIT).unwrap();
+    let what = without_acpi.description();
+    assert!(exited.is_some_and(|(status, _)| status.success()), "{what}: still running");
+    let log = without_acpi.qmp_log();
+    assert!(log.contains(r#""reason": "guest-reset""#), "{what}: {log}");
+    vms.push(without_acpi);
+    assert_leases_released(&network, &vms, &[1, 2, 3]);
 }
 
 /// The simplest case: QEMU's user networking (`-nic user`, which leases 10.0.2.15), the

@@ -2,7 +2,8 @@
 //! Firecracker, on KVM, with no firmware. On each the kernel prints exactly its line on COM1,
 //! echoes what is typed, idles with no tick, and ends on the VMM's graceful stop (CH: the ACPI
 //! power button, then S5; FC: Ctrl-Alt-Del, then a reset through the i8042) and on Ctrl-D, the
-//! VMM exiting with status 0 each time. Without the VMM or KVM, each test says so and passes.
+//! VMM exiting with status 0 each time. The net kernel on a private network leases, answers and
+//! gives its lease back. Without the VMM or KVM, each test says so and passes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,11 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::harness::*;
+use crate::domain::formats::{Family, Format};
 use crate::domain::image::DEFAULT_MESSAGE;
 use crate::infra::cloud_hypervisor::{self, ChVm};
 use crate::infra::firecracker::{self, FcVm};
 use crate::infra::guest::Guest;
 use crate::infra::idle::Watched;
+use crate::infra::netns::PrivateNetwork;
 use crate::infra::qemu;
 
 /// Wake-ups per second below which a VM runs no timer (the kernel stops every one).
@@ -32,6 +35,8 @@ trait Launcher: Watched + Sized + std::ops::DerefMut<Target = Guest> {
     const PROGRAM: &str;
     fn binary() -> Option<PathBuf>;
     fn start(kernel: &Path) -> Result<Self>;
+    /// With a virtio-net card on tap `tap`, MAC `mac`.
+    fn start_with_nic(kernel: &Path, tap: &str, mac: &str) -> Result<Self>;
     fn type_serial(&mut self, bytes: &[u8]) -> Result<()>;
     fn power_button(&mut self) -> Result<()>;
 }
@@ -46,6 +51,9 @@ macro_rules! launcher {
             }
             fn start(kernel: &Path) -> Result<Self> {
                 $vm::start(kernel)
+            }
+            fn start_with_nic(kernel: &Path, tap: &str, mac: &str) -> Result<Self> {
+                $vm::start_with_nic(kernel, Some((tap, mac)))
             }
             fn type_serial(&mut self, bytes: &[u8]) -> Result<()> {
                 $vm::type_serial(self, bytes)
@@ -169,4 +177,49 @@ fn firecracker_boots_the_kernel_which_answers_idles_and_stops_on_ctrl_alt_del() 
 #[ignore = "boot test: run with `cargo xtask test`"]
 fn firecracker_stops_on_ctrl_d() {
     stops_on_ctrl_d::<FcVm>();
+}
+
+/// The net kernel on `V` with a virtio-net card on a private network (Firecracker's on
+/// virtio-mmio, named on the command line; Cloud Hypervisor's on PCI, with no 8254 for the
+/// clock): its lease in dnsmasq's file, the address line on COM1, 5/5 pings, `GET /`, then the
+/// graceful stop within POWER_OFF_LIMIT and the lease given back.
+fn the_net_kernel_leases_answers_and_releases<V: Launcher>(
+    stop: impl FnOnce(&mut V) -> Result<()>,
+) {
+    if V::binary().is_none() {
+        eprintln!("skipped: {} not installed", V::PROGRAM);
+        return;
+    }
+    if let Err(why) = qemu::kvm_usable() {
+        eprintln!("skipped: {} needs KVM: {why}", V::PROGRAM);
+        return;
+    }
+    let network = PrivateNetwork::create("vmm", true).unwrap();
+    let mac = "52:54:00:00:06:01";
+    let tap = network.tap().unwrap();
+    let kernel = env_dir(crate::tasks::test::IMAGES_ENV).join(Family::Net.file_name(Format::Pvh));
+    let mut vm = V::start_with_nic(&kernel, &tap, mac).unwrap();
+    network.plug(&tap).unwrap();
+    let lease = network.wait_for_lease(mac, Duration::from_secs(60)).unwrap();
+    let address = lease.address;
+    vm.wait_for(format!("{DEFAULT_MESSAGE} {address}\r\n").as_bytes(), BOOT_TIMEOUT).unwrap();
+    let what = vm.description().to_string();
+    assert_eq!(network.ping(&address, 5).unwrap(), 5, "{what}: ping {address}");
+    let page = network.http_get(&address).unwrap();
+    assert!(page.starts_with("HTTP/1.0 200 OK\r\n"), "{what}: {page:?}");
+    assert!(page.contains(&format!("mac {mac}\n")), "{what}: {page:?}");
+    assert_stops(&mut vm, "the graceful stop", stop);
+    assert_eq!(network.lease(mac), None, "{what}: lease not released");
+}
+
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn cloud_hypervisor_runs_the_net_kernel_which_leases_answers_and_releases() {
+    the_net_kernel_leases_answers_and_releases::<ChVm>(ChVm::power_button);
+}
+
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn firecracker_runs_the_net_kernel_which_leases_answers_and_releases() {
+    the_net_kernel_leases_answers_and_releases::<FcVm>(FcVm::power_button);
 }

@@ -76,6 +76,8 @@ impl Nic {
         match &self.model {
             Some(model) => model.clone(),
             None if machine == "q35" => "e1000e".into(),
+            // microvm has no PCI: its card is on virtio-mmio.
+            None if machine.starts_with("microvm") => "virtio-net-device".into(),
             None => "e1000".into(),
         }
     }
