@@ -16,6 +16,8 @@
 
 pub mod acpi;
 #[cfg(target_arch = "x86_64")]
+pub mod agent;
+#[cfg(target_arch = "x86_64")]
 pub mod clock;
 #[cfg(target_arch = "x86_64")]
 pub mod core64;

@@ -2,6 +2,7 @@
 //! builds, so plain `cargo test` lists them as ignored; `cargo xtask test` runs them.
 
 mod acpi;
+mod agent_protocol;
 mod boot;
 mod dist;
 mod harness;
