@@ -4,12 +4,14 @@
 
 pub mod dma;
 pub mod e1000;
-pub mod virtio_net;
+pub mod virtio;
+pub mod virtio_pci;
 pub mod virtqueue;
 
 use crate::pci::{self, Function};
 use e1000::E1000;
-use virtio_net::VirtioNet;
+use virtio::VirtioNet;
+use virtio_pci::Pci;
 
 /// The vector a card's MSI or MSI-X message raises (its handler only ends it).
 pub const NIC_VECTOR: u8 = 0xE0;
@@ -25,7 +27,7 @@ pub enum Model {
 impl Model {
     fn of(vendor: u16, device: u16) -> Option<Model> {
         match (vendor, device) {
-            (virtio_net::VENDOR, virtio_net::TRANSITIONAL | virtio_net::MODERN) => {
+            (virtio_pci::VENDOR, virtio::NET_TRANSITIONAL | virtio::NET_MODERN) => {
                 Some(Model::VirtioNet)
             }
             (e1000::VENDOR, e1000::E1000) => Some(Model::E1000),
@@ -55,7 +57,7 @@ pub enum Signal {
 
 /// A card, running.
 pub enum Nic {
-    Virtio(VirtioNet),
+    Virtio(VirtioNet<Pci>),
     E1000(E1000),
 }
 
@@ -69,7 +71,11 @@ pub fn find(apic_id: u8, map: impl Fn(u64) -> bool) -> Option<(Nic, Model, Signa
     let model = Model::of(vendor, device)?;
     match model {
         Model::VirtioNet => {
-            let card = VirtioNet::start(function, apic_id, NIC_VECTOR, map)?;
+            let transport = Pci::at(function, &map)?;
+            if !transport.enable_msix(apic_id, NIC_VECTOR, &map) {
+                return None;
+            }
+            let card = VirtioNet::start(transport)?;
             Some((Nic::Virtio(card), model, Signal::Message))
         }
         Model::E1000 | Model::E1000e => {
@@ -151,7 +157,7 @@ impl Nic {
     /// caller has checked [`can_send`](Self::can_send); if the buffer went meanwhile, `fill`
     /// writes into a scratch buffer and nothing is sent.
     pub fn send<R>(&self, length: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
-        let length = length.min(dma::BUFFER - virtio_net::HEADER);
+        let length = length.min(dma::BUFFER - virtio::HEADER);
         match self.transmit_buffer() {
             Some(buffer) => {
                 // SAFETY: a free transmit buffer, the card told only below.
