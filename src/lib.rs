@@ -36,6 +36,8 @@ pub mod pic;
 pub mod pit;
 pub mod port;
 pub mod reset;
+#[cfg(target_arch = "x86_64")]
+pub mod rtc;
 pub mod serial;
 pub mod vga;
 

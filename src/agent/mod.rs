@@ -7,3 +7,67 @@ pub mod json;
 pub mod protocol;
 
 use crate::net::text;
+pub mod console;
+
+use crate::clock::Clock;
+use crate::core64::{Ending, Service};
+use crate::net::Network;
+use console::Console;
+use protocol::{Agent, Facts, Shutdown};
+
+/// The net family's service: the network (where there is a card) and the guest agent (where
+/// there is a virtio-console), each working without the other.
+pub struct NetVm {
+    network: Option<Network>,
+    agent: Option<(Console, Agent)>,
+    clock: Clock,
+    /// The RTC's time at the clock's start, in nanoseconds since the epoch.
+    epoch_ns: u64,
+    ending: Option<Ending>,
+}
+
+impl Service for NetVm {
+    fn start(map: fn(u64) -> bool) -> Self {
+        let network = Network::start(crate::lapic::id(), map);
+        let clock = match &network {
+            Some(network) => network.clock(),
+            None => Clock::calibrate(),
+        };
+        let epoch_ns = crate::rtc::unix_seconds()
+            .saturating_mul(1_000_000_000)
+            .saturating_sub(clock.now_us().saturating_mul(1000));
+        let agent = Console::start(crate::lapic::id(), map).map(|console| (console, Agent::new()));
+        NetVm { network, agent, clock, epoch_ns, ending: None }
+    }
+
+    fn isa_irq(&self) -> Option<u8> {
+        self.network.as_ref()?.isa_irq()
+    }
+
+    fn poll(&mut self) {
+        if let Some(network) = &mut self.network {
+            network.poll();
+        }
+        let Some((console, agent)) = &mut self.agent else { return };
+        let mut facts =
+            Facts { now_ns: self.epoch_ns + self.clock.now_us() * 1000, ..Facts::default() };
+        if let Some(network) = &self.network {
+            network.describe(&mut facts);
+        }
+        self.ending = console.poll(agent, &facts).map(|mode| match mode {
+            Shutdown::PowerDown => Ending::PowerOff,
+            Shutdown::Halt => Ending::Halt,
+            Shutdown::Reboot => Ending::Reset,
+        });
+    }
+
+    fn ending(&self) -> Option<Ending> {
+        self.ending
+    }
+
+    fn stop(&mut self) {
+        if let Some(network) = &mut self.network {
+            network.stop();
+        }
+    }
+}

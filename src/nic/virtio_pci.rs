@@ -45,8 +45,8 @@ const NO_VECTOR: u16 = 0xFFFF;
 const MSIX_ENABLE: u16 = 1 << 15;
 const MSIX_FUNCTION_MASK: u16 = 1 << 14;
 
-/// The most queues whose notification address is kept.
-const MAX_QUEUES: usize = 2;
+/// The most queues whose notification address is kept (the console: control and four ports).
+const MAX_QUEUES: usize = 12;
 
 /// A virtio device on PCI, its structures mapped.
 pub struct Pci {
