@@ -226,6 +226,17 @@ fn proxmox_pipeline_gets_the_sentinel_then_both_replies() {
     expected.extend_from_slice(b"\xff{\"return\": 31337}\n{\"return\": 0}\n");
     assert_eq!(String::from_utf8_lossy(&output), String::from_utf8_lossy(&expected));
     assert_eq!(output, expected);
+    // The 0xFF drops a message left unfinished by an earlier client, with no line break.
+    let mut agent = Agent::new();
+    assert!(exchange(&mut agent, br#"{"execute":"guest-pi"#, &facts()).0.is_empty());
+    let (output, _) = exchange(
+        &mut agent,
+        b"\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":5}}",
+        &facts(),
+    );
+    let mut expected = STRAY_FF.as_bytes().to_vec();
+    expected.extend_from_slice(b"\xff{\"return\": 5}\n");
+    assert_eq!(output, expected);
 }
 
 /// libvirt sends guest-sync with a fresh id and skips whatever comes before its reply.
