@@ -16,6 +16,8 @@
 
 pub mod acpi;
 #[cfg(target_arch = "x86_64")]
+pub mod agent;
+#[cfg(target_arch = "x86_64")]
 pub mod clock;
 #[cfg(target_arch = "x86_64")]
 pub mod core64;
@@ -34,6 +36,8 @@ pub mod pic;
 pub mod pit;
 pub mod port;
 pub mod reset;
+#[cfg(target_arch = "x86_64")]
+pub mod rtc;
 pub mod serial;
 pub mod vga;
 

@@ -24,7 +24,7 @@ use crate::acpi::aml::Interrupt;
 use crate::acpi::tables::{self, Madt};
 use crate::acpi::{self, NO_PM};
 use crate::ioapic::IoApic;
-use crate::{idle, keyboard, lapic, message, pic, pit, serial};
+use crate::{idle, keyboard, lapic, message, pic, pit, reset, serial};
 
 /// How much of the machine the core handles, and how it reaches device registers.
 pub trait Reach {
@@ -78,6 +78,21 @@ pub trait Service: Sized {
 
     /// Ends it before the VM powers off.
     fn stop(&mut self);
+
+    /// How the service asks the VM to end (the guest agent's guest-shutdown), once asked.
+    fn ending(&self) -> Option<Ending> {
+        None
+    }
+}
+
+/// How a service asks the VM to end; each after the service's [`stop`](Service::stop), as
+/// for the power button.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    PowerOff,
+    /// Stop the CPU, the VM left on (as an OS's halt).
+    Halt,
+    Reset,
 }
 
 /// No service: the classic images.
@@ -153,7 +168,17 @@ pub fn run<R: Reach, S: Service>(rsdp: Option<u64>) -> ! {
     if S::NONE {
         idle::until_asked(asked, || power.power_off())
     }
-    idle::serve_until_asked(service, S::poll, asked, |service| {
+    let work = |service: &mut S| {
+        service.poll();
+        let Some(ending) = service.ending() else { return };
+        service.stop();
+        match ending {
+            Ending::PowerOff => power.power_off(),
+            Ending::Halt => idle::halt(),
+            Ending::Reset => reset::reset(),
+        }
+    };
+    idle::serve_until_asked(service, work, asked, |service| {
         service.stop();
         power.power_off();
     })

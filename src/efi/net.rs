@@ -10,8 +10,13 @@ mod entry;
 mod firmware;
 
 use r_efi::efi::{Handle, Status, SystemTable};
+// With the guest agent (`--features agent`) the service is the network and the agent; the
+// agent does not fit the net family's size limit yet, so the images build without it.
+#[cfg(feature = "agent")]
+use vm512::agent::NetVm as Service;
+#[cfg(not(feature = "agent"))]
+type Service = Option<vm512::net::Network>;
 use vm512::core64::Reach;
-use vm512::net::Network;
 
 /// A UEFI machine, all of it: the firmware maps all memory and every device's registers one
 /// to one, so any address is reachable.
@@ -27,5 +32,5 @@ impl Reach for Uefi {
 /// The firmware's entry point for an application image.
 #[unsafe(export_name = "efi_main")]
 extern "efiapi" fn efi_main(image: Handle, system: *mut SystemTable) -> Status {
-    entry::enter::<Uefi, Option<Network>>(image, system)
+    entry::enter::<Uefi, Service>(image, system)
 }

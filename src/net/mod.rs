@@ -196,6 +196,22 @@ impl Network {
         }
     }
 
+    /// The clock the network measured.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// The card's MAC and the VM's addresses, for the guest agent.
+    pub fn describe(&self, facts: &mut crate::agent::protocol::Facts) {
+        use crate::agent::protocol::Address;
+        facts.mac = Some(self.mac);
+        let mut addresses = self.iface.ip_addrs().iter().map(|cidr| match cidr {
+            IpCidr::Ipv4(c) => Address::V4(c.address().octets(), c.prefix_len()),
+            IpCidr::Ipv6(c) => Address::V6(c.address().octets(), c.prefix_len()),
+        });
+        facts.addresses = core::array::from_fn(|_| addresses.next());
+    }
+
     pub fn model(&self) -> Model {
         self.model
     }

@@ -5,7 +5,7 @@
 #[path = "../../../src/net/http.rs"]
 mod http;
 #[path = "../../../src/net/text.rs"]
-mod text;
+pub(super) mod text;
 
 use super::harness::Noise;
 use http::Answer;
