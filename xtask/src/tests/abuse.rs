@@ -23,7 +23,7 @@ use crate::infra::tools::{self, Tool};
 const SCRIPT: &str = include_str!("abuse.py");
 /// How long each flood lasts (the ping flood: the 10 s).
 const PING_FLOOD_SECONDS: u32 = 10;
-const FLOOD_SECONDS: &str = "5";
+const FLOOD_SECONDS: &str = "3";
 /// How long the page may take after an attack: connections the attack left half open (SYNs
 /// from forged peers) are cut 2 s after their SYN (`net::HANDSHAKE_LIFETIME_US`); until then
 /// the web's 4 sockets may all be taken.

@@ -15,8 +15,10 @@ use crate::tasks::test::IMAGES_ENV;
 pub use crate::infra::qemu::available_accels as accels;
 
 /// How long a boot may take to print: generous, because under nested KVM a SeaBIOS boot costs
-/// ~3 s of CPU and the matrix tests start many at once on 2 cores. Only a failure waits this long.
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// ~3 s of CPU, OVMF under TCG some 10 s, and the matrix tests start many at once on 2 cores (a
+/// load average above 20: 90 s was seen too short for one OVMF and one nested-KVM boot among
+/// them). Only a failure waits this long.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the idle check watches QEMU's CPU time.
 pub const IDLE_WINDOW: Duration = Duration::from_secs(3);
 /// The most CPU an idle VM may use, as a share of one core. A VM that spins uses ~100%.
