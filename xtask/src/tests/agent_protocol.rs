@@ -357,20 +357,13 @@ fn generated_input_never_crashes_or_wedges_the_agent() {
     for round in 0..20_000 {
         let seed = seeds[round % seeds.len()];
         let input: Vec<u8> = match noise.below(4) {
-            0 => (0..noise.below(3000)).map(|_| noise.next() as u8).collect(),
+            0 => noise.bytes(3000),
             1 => seed[..noise.below(seed.len() + 1)].to_vec(),
             2 => {
                 let alphabet = b"{}[]\"\\:, \n\xffa1";
                 (0..noise.below(200)).map(|_| alphabet[noise.below(alphabet.len())]).collect()
             }
-            _ => {
-                let mut bytes = seed.to_vec();
-                for _ in 0..1 + noise.below(4) {
-                    let at = noise.below(bytes.len());
-                    bytes[at] = noise.next() as u8;
-                }
-                bytes
-            }
+            _ => noise.mutated(seed),
         };
         let (output, _) = exchange(&mut agent, &input, &facts);
         for line in output.split_inclusive(|&b| b == b'\n') {

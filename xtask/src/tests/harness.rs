@@ -297,4 +297,23 @@ impl Noise {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
+
+    /// Fewer than `most` random bytes.
+    pub fn bytes(&mut self, most: usize) -> Vec<u8> {
+        let length = self.below(most);
+        (0..length).map(|_| self.next() as u8).collect()
+    }
+
+    /// `seed` with one to four of its bytes changed.
+    pub fn mutated(&mut self, seed: &[u8]) -> Vec<u8> {
+        let mut bytes = seed.to_vec();
+        for _ in 0..1 + self.below(4) {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = self.below(bytes.len());
+            bytes[at] = self.next() as u8;
+        }
+        bytes
+    }
 }

@@ -60,16 +60,9 @@ fn generated_requests_never_crash_the_reader() {
     for round in 0..20_000 {
         let seed = seeds[round % seeds.len()];
         let mut request: Vec<u8> = match noise.below(3) {
-            0 => (0..noise.below(1100)).map(|_| noise.next() as u8).collect(),
+            0 => noise.bytes(1100),
             1 => seed[..noise.below(seed.len() + 1)].to_vec(),
-            _ => {
-                let mut bytes = seed.to_vec();
-                for _ in 0..1 + noise.below(4) {
-                    let at = noise.below(bytes.len());
-                    bytes[at] = noise.next() as u8;
-                }
-                bytes
-            }
+            _ => noise.mutated(seed),
         };
         request.truncate(1024);
         let full = noise.below(2) == 0;
