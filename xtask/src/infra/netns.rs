@@ -237,6 +237,22 @@ impl PrivateNetwork {
         Ok(vms)
     }
 
+    /// Waits up to `timeout` for `mac`'s lease, then for `vm`'s line `<message> <address>` on
+    /// COM1; the address.
+    pub fn leased(
+        &self,
+        vm: &mut Vm,
+        mac: &str,
+        message: &str,
+        timeout: Duration,
+    ) -> Result<String> {
+        let lease = self.wait_for_lease(mac, timeout)?;
+        let line = format!("{message} {}\r\n", lease.address);
+        vm.wait_for(line.as_bytes(), timeout)
+            .with_context(|| format!("{}: no address line", vm.description()))?;
+        Ok(lease.address)
+    }
+
     /// `ping -c COUNT -i 0.2` from the bridge to `address`: the round trips' minimum, mean
     /// and maximum in milliseconds, over the replies that came.
     pub fn ping_rtt(&self, address: &str, count: u32) -> Result<[f64; 3]> {

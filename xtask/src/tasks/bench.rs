@@ -458,7 +458,8 @@ struct Report {
     options: BenchOptions,
 }
 
-fn ms(d: Duration) -> String {
+/// A duration in milliseconds, one decimal.
+pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 

@@ -20,9 +20,9 @@ use crate::infra::cargo;
 use crate::infra::files::target_dir;
 use crate::infra::netns::PrivateNetwork;
 use crate::infra::process;
-use crate::infra::qemu::{self, Accel, Boot, Bus, Firmware, IdleCost, Vm, VmConfig};
+use crate::infra::qemu::{self, Accel, Boot, Bus, Firmware, IdleCost, VmConfig};
 use crate::infra::tools::{self, Tool};
-use crate::tasks::bench::{BenchOptions, Stats, cost_json};
+use crate::tasks::bench::{BenchOptions, Stats, cost_json, ms};
 
 /// How long one lease may take before the bench gives up (OVMF under TCG takes the longest).
 const LEASE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -187,7 +187,7 @@ pub fn run(options: &BenchOptions, images: &Path) -> Result<NetReport> {
     network.plug(&tap)?;
     let mut addresses = Vec::new();
     for (vm, mac) in vms.iter_mut().zip(&macs) {
-        addresses.push(leased(&network, vm, mac)?);
+        addresses.push(network.leased(vm, mac, DEFAULT_MESSAGE, LEASE_TIMEOUT)?);
     }
     let rtts: Vec<[f64; 3]> =
         addresses.iter().map(|address| network.ping_rtt(address, PINGS)).collect::<Result<_>>()?;
@@ -277,19 +277,6 @@ fn time_to_lease(
     let line = format!("{DEFAULT_MESSAGE} {}\r\n", lease.address);
     vms[0].wait_for(line.as_bytes(), LEASE_TIMEOUT)?;
     Ok((to_lease, start.elapsed()))
-}
-
-/// Waits for `mac`'s lease and the VM's address line; the address.
-fn leased(network: &PrivateNetwork, vm: &mut Vm, mac: &str) -> Result<String> {
-    let lease = network.wait_for_lease(mac, LEASE_TIMEOUT)?;
-    let line = format!("{DEFAULT_MESSAGE} {}\r\n", lease.address);
-    vm.wait_for(line.as_bytes(), LEASE_TIMEOUT)
-        .with_context(|| format!("{}: no address line", vm.description()))?;
-    Ok(lease.address)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 impl NetReport {

@@ -147,12 +147,9 @@ fn assert_still_answers(
     }
 }
 
-/// Waits for each VM's lease and address line.
+/// Waits for VM `n`'s lease and its address line; the address.
 fn leased(network: &PrivateNetwork, vm: &mut Vm, n: u8) -> String {
-    let lease = network.wait_for_lease(&mac(n), LEASE_TIMEOUT).unwrap();
-    let line = format!("{DEFAULT_MESSAGE} {}\r\n", lease.address);
-    vm.wait_for(line.as_bytes(), LEASE_TIMEOUT).unwrap();
-    lease.address
+    network.leased(vm, &mac(n), DEFAULT_MESSAGE, LEASE_TIMEOUT).unwrap()
 }
 
 /// Three net kernels (pc with e1000: INTx; q35 with e1000e: MSI; q35 with modern-only
