@@ -80,11 +80,28 @@ static mut STORAGE: Storage = Storage {
     host_name: Text::new(),
 };
 
-/// The socket slots and DHCP's extra option, set at start.
-static mut SOCKET_SLOTS: [SocketStorage<'static>; SOCKETS] = [SocketStorage::EMPTY; SOCKETS];
+/// The socket slots and DHCP's extra option, set at start. The slots are left uninitialised
+/// (zeros in `.bss`) and emptied one by one at start: an empty slot is not all zeros, and a
+/// static of empty ones would cost the image its 2.8 KB.
+static mut SOCKET_SLOTS: core::mem::MaybeUninit<[SocketStorage<'static>; SOCKETS]> =
+    core::mem::MaybeUninit::uninit();
 static mut OPTIONS: [smoltcp::wire::DhcpOption<'static>; 1] =
     [smoltcp::wire::DhcpOption { kind: HOST_NAME_OPTION, data: &[] }];
 static mut RELEASE_META: [[udp::PacketMetadata; 1]; 2] = [[udp::PacketMetadata::EMPTY; 1]; 2];
+
+/// The socket slots, each emptied in place (one store each, not a copy of a 2.8 KB template).
+///
+/// # Safety
+/// Called once, by [`Network::start`]; the slots are the stack's from then on.
+unsafe fn empty_slots() -> &'static mut [SocketStorage<'static>; SOCKETS] {
+    let slots = (&raw mut SOCKET_SLOTS).cast::<SocketStorage<'static>>();
+    for index in 0..SOCKETS {
+        // SAFETY: in the static, which nothing else reaches; each slot written before use.
+        unsafe { slots.add(index).write(SocketStorage::EMPTY) };
+    }
+    // SAFETY: every slot is initialised now.
+    unsafe { &mut *(&raw mut SOCKET_SLOTS).cast() }
+}
 
 /// The address DHCP gave, and who gave it.
 #[derive(Clone, Copy)]
@@ -140,7 +157,7 @@ impl Network {
         let (Storage { web_rx, web_tx, release_tx, host_name }, slots, options, meta) = unsafe {
             (
                 &mut *(&raw mut STORAGE),
-                &mut *(&raw mut SOCKET_SLOTS),
+                empty_slots(),
                 &mut *(&raw mut OPTIONS),
                 &mut *(&raw mut RELEASE_META),
             )

@@ -6,9 +6,10 @@ use core::cell::UnsafeCell;
 
 /// One packet buffer: a whole Ethernet frame (1,514 bytes) plus the virtio header.
 pub const BUFFER: usize = 2048;
-/// Receive and transmit buffers.
-pub const RX_COUNT: usize = 16;
-pub const TX_COUNT: usize = 16;
+/// Receive and transmit buffers: one per descriptor of a virtqueue (`virtqueue::SIZE`), so
+/// that no two descriptors share one.
+pub const RX_COUNT: usize = super::virtqueue::SIZE as usize;
+pub const TX_COUNT: usize = super::virtqueue::SIZE as usize;
 /// Room for one ring's descriptors (and, for virtio, its driver and device areas).
 pub const RING: usize = 4096;
 

@@ -141,6 +141,21 @@ impl PrivateNetwork {
         self.name.bytes().map(u32::from).sum::<u32>() % 10
     }
 
+    /// [`plug`](Self::plug)s `tap` once process `pid` has it open. A VMM that opens its tap
+    /// by name while it boots (Cloud Hypervisor, Firecracker) would otherwise find the name
+    /// gone from this namespace when it is moved first, and make a tap of its own, on no
+    /// bridge: the VM boots, and no frame ever reaches it.
+    pub fn plug_when_open(&self, tap: &str, pid: u32) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !has_tap_open(pid, tap) {
+            if Instant::now() > deadline {
+                bail!("process {pid} did not open tap {tap} in {}s", START_TIMEOUT.as_secs());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.plug(tap)
+    }
+
     /// Moves `tap` (opened by QEMU) into the namespace and onto the bridge.
     pub fn plug(&self, tap: &str) -> Result<()> {
         ip(&["link", "set", tap, "netns", &self.name])?;
@@ -392,4 +407,14 @@ impl Drop for PrivateNetwork {
             let _ = process::output(Command::new("ip").args(["link", "del", tap]));
         }
     }
+}
+
+/// Whether process `pid` holds a file descriptor on tap `tap`: the tun driver names its
+/// interface in the descriptor's `/proc` fdinfo (`iff:\tNAME`).
+fn has_tap_open(pid: u32, tap: &str) -> bool {
+    let needle = format!("iff:\t{tap}\n");
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return false };
+    entries.flatten().any(|entry| {
+        fs::read_to_string(entry.path()).is_ok_and(|info| info.contains(&needle))
+    })
 }

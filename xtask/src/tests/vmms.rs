@@ -199,8 +199,11 @@ fn the_net_kernel_leases_answers_and_releases<V: Launcher>(
     let tap = network.tap().unwrap();
     let kernel = env_dir(crate::tasks::test::IMAGES_ENV).join(Family::Net.file_name(Format::Pvh));
     let mut vm = V::start_with_nic(&kernel, &tap, mac).unwrap();
-    network.plug(&tap).unwrap();
-    let lease = network.wait_for_lease(mac, Duration::from_secs(60)).unwrap();
+    network.plug_when_open(&tap, vm.pid()).unwrap();
+    let lease = network.wait_for_lease(mac, Duration::from_secs(60)).unwrap_or_else(|why| {
+        let com1 = String::from_utf8_lossy(&vm.serial_output()).into_owned();
+        panic!("{}: {why:#}\nCOM1 so far: {com1:?}", vm.description())
+    });
     let address = lease.address;
     vm.wait_for(format!("{DEFAULT_MESSAGE} {address}\r\n").as_bytes(), BOOT_TIMEOUT).unwrap();
     let what = vm.description().to_string();
