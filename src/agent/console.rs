@@ -43,14 +43,17 @@ const CONTROL: usize = 64;
 pub const VECTOR: u8 = 0xE1;
 
 const QUEUES: usize = 2 + 2 * PORTS;
+/// Descriptors per queue: QEMU's virtio-serial offers 32 on its control queues (128 on the
+/// ports'); the net card's 64 would not be accepted.
+const SIZE: u16 = 32;
 
 #[repr(C, align(4096))]
 struct Area {
     rings: [[u8; dma::RING]; QUEUES],
-    control_rx: [[u8; CONTROL]; virtqueue::SIZE as usize],
-    control_tx: [[u8; HEADER]; virtqueue::SIZE as usize],
-    rx: [[u8; RECEIVE]; virtqueue::SIZE as usize],
-    tx: [[u8; REPLY]; virtqueue::SIZE as usize],
+    control_rx: [[u8; CONTROL]; SIZE as usize],
+    control_tx: [[u8; HEADER]; SIZE as usize],
+    rx: [[u8; RECEIVE]; SIZE as usize],
+    tx: [[u8; REPLY]; SIZE as usize],
 }
 
 /// Shared with the device: reached only through raw pointers.
@@ -60,10 +63,10 @@ unsafe impl Sync for Shared {}
 
 static AREA: Shared = Shared(UnsafeCell::new(Area {
     rings: [[0; dma::RING]; QUEUES],
-    control_rx: [[0; CONTROL]; virtqueue::SIZE as usize],
-    control_tx: [[0; HEADER]; virtqueue::SIZE as usize],
-    rx: [[0; RECEIVE]; virtqueue::SIZE as usize],
-    tx: [[0; REPLY]; virtqueue::SIZE as usize],
+    control_rx: [[0; CONTROL]; SIZE as usize],
+    control_tx: [[0; HEADER]; SIZE as usize],
+    rx: [[0; RECEIVE]; SIZE as usize],
+    tx: [[0; REPLY]; SIZE as usize],
 }));
 
 fn area() -> *mut Area {
@@ -77,22 +80,22 @@ fn ring(queue: usize) -> *mut u8 {
 
 fn control_rx(index: usize) -> *mut u8 {
     // SAFETY: as above.
-    unsafe { (&raw mut (*area()).control_rx[index % virtqueue::SIZE as usize]).cast() }
+    unsafe { (&raw mut (*area()).control_rx[index % SIZE as usize]).cast() }
 }
 
 fn control_tx(index: usize) -> *mut u8 {
     // SAFETY: as above.
-    unsafe { (&raw mut (*area()).control_tx[index % virtqueue::SIZE as usize]).cast() }
+    unsafe { (&raw mut (*area()).control_tx[index % SIZE as usize]).cast() }
 }
 
 fn rx(index: usize) -> *mut u8 {
     // SAFETY: as above.
-    unsafe { (&raw mut (*area()).rx[index % virtqueue::SIZE as usize]).cast() }
+    unsafe { (&raw mut (*area()).rx[index % SIZE as usize]).cast() }
 }
 
 fn tx(index: usize) -> *mut u8 {
     // SAFETY: as above.
-    unsafe { (&raw mut (*area()).tx[index % virtqueue::SIZE as usize]).cast() }
+    unsafe { (&raw mut (*area()).tx[index % SIZE as usize]).cast() }
 }
 
 fn rings(queue: &Virtqueue) -> Rings {
@@ -112,7 +115,7 @@ impl Sender {
         while self.queue.peek_used().is_some() {
             self.queue.take_used();
         }
-        (self.queue.in_flight() < virtqueue::SIZE).then(|| buffer(self.next.get().into()))
+        (self.queue.in_flight() < SIZE).then(|| buffer(self.next.get().into()))
     }
 
     /// Sends `length` bytes of the buffer [`free`](Self::free) gave.
@@ -120,7 +123,7 @@ impl Sender {
         let index = self.next.get();
         self.queue.set_length(index, length as u32);
         self.queue.offer(index);
-        self.next.set((index + 1) % virtqueue::SIZE);
+        self.next.set((index + 1) % SIZE);
         transport.notify(number);
     }
 }
@@ -151,16 +154,17 @@ impl Console {
             return None;
         }
         virtio::negotiate(&transport, F_MULTIPORT, F_VERSION_1 | F_MULTIPORT)?;
-        let control_in = Virtqueue::new(ring(0), control_rx, CONTROL as u32, virtqueue::WRITE);
-        let control_out = Virtqueue::new(ring(1), control_tx, 0, 0);
+        let control_in =
+            Virtqueue::new(ring(0), control_rx, CONTROL as u32, virtqueue::WRITE, SIZE);
+        let control_out = Virtqueue::new(ring(1), control_tx, 0, 0, SIZE);
         let ports_in = core::array::from_fn(|port| {
-            Virtqueue::new(ring(2 + 2 * port), rx, RECEIVE as u32, virtqueue::WRITE)
+            Virtqueue::new(ring(2 + 2 * port), rx, RECEIVE as u32, virtqueue::WRITE, SIZE)
         });
         let ports_out = core::array::from_fn(|port| Sender {
-            queue: Virtqueue::new(ring(3 + 2 * port), tx, 0, 0),
+            queue: Virtqueue::new(ring(3 + 2 * port), tx, 0, 0, SIZE),
             next: Cell::new(0),
         });
-        let size = virtqueue::SIZE;
+        let size = SIZE;
         if !transport.set_up_queue(CONTROL_RX, size, rings(&control_in), true)
             || !transport.set_up_queue(CONTROL_TX, size, rings(&control_out), false)
         {
@@ -185,7 +189,7 @@ impl Console {
             port: None,
             read: 0,
         };
-        for index in 0..virtqueue::SIZE {
+        for index in 0..SIZE {
             console.control_in.offer(index);
         }
         console.transport.notify(CONTROL_RX);
@@ -229,7 +233,7 @@ impl Console {
                         if self.port.is_none() {
                             self.port = Some(port);
                             let queue = &self.ports_in[port - 1];
-                            for index in 0..virtqueue::SIZE {
+                            for index in 0..SIZE {
                                 queue.offer(index);
                             }
                             self.transport.notify(2 + 2 * port as u16);

@@ -299,13 +299,6 @@ impl Agent {
                 let now = facts.now_ns.wrapping_add_signed(self.offset_ns);
                 reply.text(b"{\"return\": ").decimal(now);
             }
-            SET_TIME => {
-                self.offset_ns = match request.time.and_then(integer) {
-                    Some(time) => time.wrapping_sub(facts.now_ns as i64),
-                    None => 0,
-                };
-                reply.text(b"{\"return\": {}");
-            }
             SHUTDOWN => {
                 let mode = match request.mode {
                     None | Some(b"powerdown") => Shutdown::PowerDown,
@@ -329,36 +322,24 @@ impl Agent {
                 };
                 reply.text(b"\"}");
             }
-            OSINFO => {
-                reply.text(b"{\"return\": {\"name\": \"512-byte VM\", \"kernel-release\": \"");
-                reply.text(VERSION).text(b"\", \"version\": \"").text(VERSION);
-                reply.text(b"\", \"pretty-name\": \"512-byte VM ").text(VERSION);
-                reply.text(b"\", \"version-id\": \"").text(VERSION);
-                reply.text(b"\", \"kernel-version\": \"").text(VERSION);
-                reply.text(b"\", \"machine\": \"x86_64\", \"id\": \"vm512\"}");
-            }
-            TIMEZONE => {
-                reply.text(b"{\"return\": {\"zone\": \"UTC\", \"offset\": 0}");
-            }
-            USERS | FSINFO | DISKS => {
-                reply.text(b"{\"return\": []");
-            }
-            VCPUS => {
-                reply.text(b"{\"return\": [{\"online\": true, \"can-offline\": false, ");
-                reply.text(b"\"logical-id\": 0}]");
-            }
             FSFREEZE_STATUS => {
                 reply.text(b"{\"return\": \"");
                 reply.text(if self.frozen { b"frozen\"" } else { b"thawed\"" });
             }
-            FSFREEZE_FREEZE | FSFREEZE_THAW => {
-                // No file systems: none frozen or thawed, as qemu-ga counts them.
-                self.frozen = command == FSFREEZE_FREEZE;
-                reply.text(b"{\"return\": 0");
-            }
-            // guest-ping.
+            // The rest answer alike every time (after their effect, for these three).
             _ => {
-                reply.text(b"{\"return\": {}");
+                match command {
+                    SET_TIME => {
+                        self.offset_ns = match request.time.and_then(integer) {
+                            Some(time) => time.wrapping_sub(facts.now_ns as i64),
+                            None => 0,
+                        };
+                    }
+                    // No file systems: none frozen or thawed, as qemu-ga counts them.
+                    FSFREEZE_FREEZE | FSFREEZE_THAW => self.frozen = command == FSFREEZE_FREEZE,
+                    _ => {}
+                }
+                reply.text(FIXED[command]);
             }
         }
         close(reply)
@@ -375,9 +356,41 @@ enum Step {
     Message,
 }
 
+/// The replies that never change, by command (empty for the others), without their closing
+/// brace and line break (`close` writes those).
+const FIXED: [&[u8]; COMMANDS.len()] = {
+    const EMPTY: &[u8] = b"{\"return\": {}";
+    let mut fixed: [&[u8]; COMMANDS.len()] = [b""; COMMANDS.len()];
+    fixed[PING] = EMPTY;
+    fixed[SET_TIME] = EMPTY;
+    fixed[OSINFO] = concat!(
+        "{\"return\": {\"name\": \"512-byte VM\", \"kernel-release\": \"",
+        env!("CARGO_PKG_VERSION"),
+        "\", \"version\": \"",
+        env!("CARGO_PKG_VERSION"),
+        "\", \"pretty-name\": \"512-byte VM ",
+        env!("CARGO_PKG_VERSION"),
+        "\", \"version-id\": \"",
+        env!("CARGO_PKG_VERSION"),
+        "\", \"kernel-version\": \"",
+        env!("CARGO_PKG_VERSION"),
+        "\", \"machine\": \"x86_64\", \"id\": \"vm512\"}"
+    )
+    .as_bytes();
+    fixed[TIMEZONE] = b"{\"return\": {\"zone\": \"UTC\", \"offset\": 0}";
+    fixed[USERS] = b"{\"return\": []";
+    fixed[FSINFO] = b"{\"return\": []";
+    fixed[DISKS] = b"{\"return\": []";
+    fixed[VCPUS] = b"{\"return\": [{\"online\": true, \"can-offline\": false, \"logical-id\": 0}]";
+    fixed[FSFREEZE_FREEZE] = b"{\"return\": 0";
+    fixed[FSFREEZE_THAW] = b"{\"return\": 0";
+    fixed
+};
+
 // The commands' numbers in [`COMMANDS`].
 const SYNC_DELIMITED: usize = 0;
 const SYNC: usize = 1;
+const PING: usize = 2;
 const INFO: usize = 3;
 const GET_TIME: usize = 4;
 const SET_TIME: usize = 5;

@@ -10,12 +10,9 @@ mod entry;
 mod firmware;
 
 use r_efi::efi::{Handle, Status, SystemTable};
-// With the guest agent (`--features agent`) the service is the network and the agent; the
-// agent does not fit the net family's size limit yet, so the images build without it.
-#[cfg(feature = "agent")]
+// The service: the network (where there is a card) and the guest agent (where there is a
+// virtio-console).
 use vm512::agent::NetVm as Service;
-#[cfg(not(feature = "agent"))]
-type Service = Option<vm512::net::Network>;
 use vm512::core64::Reach;
 
 /// A UEFI machine, all of it: the firmware maps all memory and every device's registers one

@@ -145,9 +145,14 @@ impl<T: Transport> VirtioNet<T> {
     pub fn start(transport: T) -> Option<VirtioNet<T>> {
         let needed = if transport.modern() { F_VERSION_1 } else { NET_F_MRG_RXBUF };
         negotiate(&transport, NET_F_MAC | NET_F_MRG_RXBUF, needed)?;
-        let rx =
-            Virtqueue::new(dma::rx_ring(), dma::rx_buffer, dma::BUFFER as u32, virtqueue::WRITE);
-        let tx = Virtqueue::new(dma::tx_ring(), dma::tx_buffer, 0, 0);
+        let rx = Virtqueue::new(
+            dma::rx_ring(),
+            dma::rx_buffer,
+            dma::BUFFER as u32,
+            virtqueue::WRITE,
+            virtqueue::SIZE,
+        );
+        let tx = Virtqueue::new(dma::tx_ring(), dma::tx_buffer, 0, 0, virtqueue::SIZE);
         for (queue, ring, interrupt) in [(RECEIVE, &rx, true), (TRANSMIT, &tx, false)] {
             if !transport.set_up_queue(queue, virtqueue::SIZE, rings(ring), interrupt) {
                 return None;

@@ -45,9 +45,9 @@ const NO_VECTOR: u16 = 0xFFFF;
 const MSIX_ENABLE: u16 = 1 << 15;
 const MSIX_FUNCTION_MASK: u16 = 1 << 14;
 
-/// The most queues whose notification address is kept: the card's two; with the guest agent,
-/// the console's control queues and four ports' (`src/agent/console.rs`).
-const MAX_QUEUES: usize = if cfg!(feature = "agent") { 12 } else { 2 };
+/// The most queues whose notification address is kept: the card's two, or the console's
+/// control queues and four ports' (`src/agent/console.rs`).
+const MAX_QUEUES: usize = 12;
 
 /// A virtio device on PCI, its structures mapped.
 pub struct Pci {

@@ -6,7 +6,8 @@
 use core::cell::Cell;
 use core::sync::atomic::{Ordering, fence};
 
-/// Descriptors per queue (a power of two, at most what the device offers: QEMU's and
+/// The most descriptors per queue, and the net card's count (a power of two, at most what the
+/// device offers: QEMU's and
 /// Firecracker's virtio-net 256, QEMU's virtio-serial 128). Firecracker reads its tap only
 /// while the receive buffers it holds add up to 65,562 bytes (the largest frame it could
 /// have to deliver), so 2 KiB buffers take more than 32 descriptors: with 16 it never
@@ -52,14 +53,24 @@ pub struct Virtqueue {
     available: Cell<u16>,
     /// The first used element not looked at yet.
     last_used: Cell<u16>,
+    /// Its descriptors: a power of two, at most [`SIZE`] (the rings' layout is [`SIZE`]'s).
+    size: u16,
 }
 
 impl Virtqueue {
-    /// Fills the descriptor table: descriptor `i` is `buffers(i)` of `length` bytes. Out of
-    /// line: the net card and the console make a dozen queues.
+    /// Fills the descriptor table of a queue of `size` descriptors (a power of two, at most
+    /// [`SIZE`]): descriptor `i` is `buffers(i)` of `length` bytes. Out of line: the net card
+    /// and the console make a dozen queues.
     #[inline(never)]
-    pub fn new(ring: *mut u8, buffers: fn(usize) -> *mut u8, length: u32, flags: u16) -> Self {
-        for index in 0..usize::from(SIZE) {
+    pub fn new(
+        ring: *mut u8,
+        buffers: fn(usize) -> *mut u8,
+        length: u32,
+        flags: u16,
+        size: u16,
+    ) -> Self {
+        let size = size.clamp(1, SIZE);
+        for index in 0..usize::from(size) {
             // SAFETY: the ring area, not yet given to the device.
             unsafe {
                 ring.add(DESCRIPTORS).cast::<Descriptor>().add(index).write_volatile(Descriptor {
@@ -70,7 +81,12 @@ impl Virtqueue {
                 })
             };
         }
-        Virtqueue { ring, available: Cell::new(0), last_used: Cell::new(0) }
+        Virtqueue { ring, available: Cell::new(0), last_used: Cell::new(0), size }
+    }
+
+    /// Its descriptors.
+    pub fn size(&self) -> u16 {
+        self.size
     }
 
     /// The physical addresses of the descriptor table, the available ring and the used ring.
@@ -88,7 +104,7 @@ impl Virtqueue {
         // SAFETY: a descriptor the device does not own now.
         unsafe {
             let descriptor =
-                self.ring.add(DESCRIPTORS).cast::<Descriptor>().add(usize::from(index % SIZE));
+                self.ring.add(DESCRIPTORS).cast::<Descriptor>().add(usize::from(index % self.size));
             (&raw mut (*descriptor).length).write_volatile(length);
         }
     }
@@ -98,9 +114,10 @@ impl Virtqueue {
         let slot = self.available.get();
         // Whatever the buffer holds is written before the device can see it offered.
         fence(Ordering::SeqCst);
-        // SAFETY: the available ring: flags, idx, then SIZE entries.
+        // SAFETY: the available ring: flags, idx, then `size` entries.
         unsafe {
-            self.u16_at(AVAILABLE + 4 + 2 * usize::from(slot % SIZE)).write_volatile(index % SIZE);
+            self.u16_at(AVAILABLE + 4 + 2 * usize::from(slot % self.size))
+                .write_volatile(index % self.size);
             fence(Ordering::SeqCst);
             self.u16_at(AVAILABLE + 2).write_volatile(slot.wrapping_add(1));
         }
@@ -111,7 +128,7 @@ impl Virtqueue {
     /// taking it.
     pub fn peek_used(&self) -> Option<(u16, u32)> {
         let next = self.last_used.get();
-        // SAFETY: the used ring: flags, idx, then SIZE elements; the device writes idx last.
+        // SAFETY: the used ring: flags, idx, then `size` elements; the device writes idx last.
         let index = unsafe { self.u16_at(USED + 2).read_volatile() };
         if index == next {
             return None;
@@ -122,10 +139,10 @@ impl Virtqueue {
             self.ring
                 .add(USED + 4)
                 .cast::<UsedElement>()
-                .add(usize::from(next % SIZE))
+                .add(usize::from(next % self.size))
                 .read_volatile()
         };
-        Some(((element.id % u32::from(SIZE)) as u16, element.length))
+        Some(((element.id % u32::from(self.size)) as u16, element.length))
     }
 
     /// Takes the element [`peek_used`](Self::peek_used) returned.

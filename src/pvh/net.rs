@@ -11,11 +11,8 @@ mod entry;
 mod paging;
 mod start_info;
 
-// With the guest agent (`--features agent`) the service is the network and the agent; the
-// agent does not fit the net family's size limit yet, so the images build without it.
-#[cfg(feature = "agent")]
+// The service: the network (where there is a card) and the guest agent (where there is a
+// virtio-console).
 use vm512::agent::NetVm as Service;
-#[cfg(not(feature = "agent"))]
-type Service = Option<vm512::net::Network>;
 
 kernel!(Service, stack: 64 * 1024, command_line);

@@ -145,6 +145,7 @@ impl PrivateNetwork {
     /// by name while it boots (Cloud Hypervisor, Firecracker) would otherwise find the name
     /// gone from this namespace when it is moved first, and make a tap of its own, on no
     /// bridge: the VM boots, and no frame ever reaches it.
+    #[cfg(test)]
     pub fn plug_when_open(&self, tap: &str, pid: u32) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         while !has_tap_open(pid, tap) {
@@ -411,10 +412,11 @@ impl Drop for PrivateNetwork {
 
 /// Whether process `pid` holds a file descriptor on tap `tap`: the tun driver names its
 /// interface in the descriptor's `/proc` fdinfo (`iff:\tNAME`).
+#[cfg(test)]
 fn has_tap_open(pid: u32, tap: &str) -> bool {
     let needle = format!("iff:\t{tap}\n");
     let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return false };
-    entries.flatten().any(|entry| {
-        fs::read_to_string(entry.path()).is_ok_and(|info| info.contains(&needle))
-    })
+    entries
+        .flatten()
+        .any(|entry| fs::read_to_string(entry.path()).is_ok_and(|info| info.contains(&needle)))
 }

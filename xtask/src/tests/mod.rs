@@ -3,6 +3,7 @@
 
 mod abuse;
 mod acpi;
+mod agent;
 mod agent_protocol;
 mod boot;
 mod dist;
