@@ -284,3 +284,116 @@ fn the_iso_boots_under_libvirt_as_a_cd_and_shuts_down_on_virsh_shutdown() {
         com1: Com1::Exactly(line(DEFAULT_MESSAGE)),
     });
 }
+
+/// The net qcow2 with the guest agent's channel as libvirt gives it (`--channel unix,
+/// target.type=virtio,target.name=org.qemu.guest_agent.0`: a virtio-serial port on a socket
+/// libvirtd holds) and user networking, under SeaBIOS: libvirt's own client asks it
+/// `guest-ping` (`virsh qemu-agent-command`, which answers only once libvirt has seen the port
+/// open and synced), the addresses (`virsh domifaddr --source agent`: the lease, 10.0.2.15),
+/// the time (`virsh domtime`), and `virsh shutdown --mode agent` turns it off.
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn the_net_qcow2_answers_libvirts_guest_agent_client_and_shuts_down_through_it() {
+    use crate::domain::formats::{Family, Format};
+    if !available() {
+        return;
+    }
+    let daemons = Daemons::acquire().unwrap();
+    let scratch = scratch("libvirt-agent");
+    let name = Family::Net.file_name(Format::Qcow2);
+    let image = scratch.join(&name);
+    std::fs::copy(env_dir(crate::tasks::test::IMAGES_ENV).join(&name), &image).unwrap();
+    assert_reachable_by_libvirts_qemu(&image);
+    let serial = scratch.join("com1.log");
+    let domain = Domain::new("agent");
+    let report = |what: String| -> String {
+        format!(
+            "{}: {what}\nstate: {}\nCOM1: {:?}\nlibvirt's log of the domain:\n{}{}",
+            domain.name(),
+            domain.state().unwrap_or_else(|error| format!("{error:#}")),
+            com1(&serial),
+            domain.log(),
+            daemons.log()
+        )
+    };
+    let mut options = common_options(domain.name(), &utf8(&serial));
+    let network = options.iter().position(|option| option == "none").unwrap();
+    options[network] = "user".into();
+    options.extend(
+        [
+            "--import",
+            "--disk",
+            &format!("path={},format=qcow2", utf8(&image)),
+            "--channel",
+            "unix,target.type=virtio,target.name=org.qemu.guest_agent.0",
+        ]
+        .map(String::from),
+    );
+    let mut install = libvirt::command(Tool::VirtInstall).unwrap();
+    install.args(options);
+    let out = process::output_within(&mut install, VIRT_INSTALL_TIMEOUT)
+        .unwrap_or_else(|error| panic!("{}", report(format!("{error:#}"))));
+    let said = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
+    assert!(out.status.success(), "{}", report(format!("virt-install failed: {said}")));
+    let started = Instant::now();
+    let leased = format!("{DEFAULT_MESSAGE} 10.0.2.15\r\n");
+    while !com1(&serial).contains(&leased) {
+        assert!(started.elapsed() < BOOT_TIMEOUT, "{}", report(format!("no {leased:?} on COM1")));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // libvirt says "not connected" until the guest has opened the port.
+    let ping = loop {
+        match libvirt::virsh(&["qemu-agent-command", domain.name(), r#"{"execute":"guest-ping"}"#])
+        {
+            Ok(answer) => break answer,
+            Err(error) => assert!(
+                started.elapsed() < BOOT_TIMEOUT,
+                "{}",
+                report(format!("guest-ping: {error:#}"))
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(ping.trim(), r#"{"return":{}}"#, "{}", report("guest-ping".into()));
+    let addresses = libvirt::virsh(&["domifaddr", domain.name(), "--source", "agent"]).unwrap();
+    for (interface, address) in [("lo", "127.0.0.1/8"), ("eth0", "10.0.2.15/24")] {
+        assert!(
+            addresses.lines().any(|line| line.contains(address))
+                && addresses.lines().any(|line| line.trim_start().starts_with(interface)),
+            "{}",
+            report(format!("domifaddr --source agent lacks {interface} {address}: {addresses}"))
+        );
+    }
+    let time = libvirt::virsh(&["domtime", domain.name()]).unwrap();
+    let seconds: u64 = time
+        .trim()
+        .strip_prefix("Time: ")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{}", report(format!("domtime: {time:?}"))));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    assert!(seconds.abs_diff(now.as_secs()) < 120, "{}", report(format!("domtime: {time}")));
+
+    let asked = Instant::now();
+    libvirt::virsh(&["shutdown", "--mode", "agent", domain.name()])
+        .unwrap_or_else(|error| panic!("{}", report(format!("{error:#}"))));
+    loop {
+        let state = domain.state().unwrap_or_else(|error| format!("{error:#}"));
+        if state.starts_with("shut off") {
+            assert_eq!(state, "shut off (shutdown)", "{}", report("off, not by the guest".into()));
+            break;
+        }
+        assert!(
+            asked.elapsed() < SHUT_OFF_TIMEOUT,
+            "{}",
+            report(format!("not shut off {SHUT_OFF_TIMEOUT:?} after shutdown --mode agent"))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "libvirt agent: guest-ping answered {:.1?} after virt-install returned; shut off {:.1?} after \
+         virsh shutdown --mode agent",
+        started.elapsed(),
+        asked.elapsed()
+    );
+}
