@@ -112,6 +112,14 @@ struct Answering {
     frames: u64,
 }
 
+/// The guest agent on one boot path: QEMU's start to the first answered guest-ping, and idle
+/// with a client connected and quiet.
+struct AgentFigures {
+    path: BootPath,
+    first_ping: Stats,
+    idle: IdleCost,
+}
+
 /// The farm: `FARM` VMs at once on one bridge.
 struct Farm {
     vms: usize,
@@ -126,6 +134,7 @@ pub struct NetReport {
     paused: IdleCost,
     farm: Farm,
     window: Duration,
+    agent: Vec<AgentFigures>,
     sizes: Sizes,
     /// The net kernel's file size.
     kernel: u64,
@@ -243,14 +252,82 @@ pub fn run(options: &BenchOptions, images: &Path) -> Result<NetReport> {
     drop(vms);
     drop(network);
 
-    // 4. Where the net kernel's bytes go.
+    // 4. The guest agent (no card): QEMU's start to the first answered guest-ping; then idle
+    // with the channel open and the client quiet, the VMs together (tcg).
+    println!("net: {runs} first guest-ping(s) on each boot path, then idle with the channel open");
+    let mut agent = Vec::new();
+    let mut open = Vec::new();
+    for path in BootPath::ALL {
+        let mut times = Vec::new();
+        for run in 0..runs {
+            let (time, vm, client) = first_ping(path.config(images, &ovmf, Accel::Tcg))?;
+            times.push(time);
+            if run + 1 == runs {
+                open.push((vm, client));
+            }
+        }
+        agent.push((path, Stats::of(&times)));
+    }
+    thread::sleep(Duration::from_secs(2));
+    let mut vms: Vec<qemu::Vm> = Vec::new();
+    let mut clients = Vec::new();
+    for (vm, client) in open {
+        vms.push(vm);
+        clients.push(client);
+    }
+    let costs = qemu::idle_costs(&mut vms, window)?;
+    let agent = agent
+        .into_iter()
+        .zip(costs)
+        .map(|((path, first_ping), idle)| AgentFigures { path, first_ping, idle })
+        .collect();
+    drop(clients);
+    drop(vms);
+
+    // 5. Where the net kernel's bytes go.
     println!("net: the net kernel once more, with its symbols, for its size by crate and module");
     let elf = cargo::build_net_pvh_with_symbols()?;
     let sizes =
         sizes::of_elf(&fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?)?;
     let kernel = fs::metadata(images.join(Family::Net.file_name(Format::Pvh)))?.len();
 
-    Ok(NetReport { leases, answering, paused, farm, window, sizes, kernel })
+    Ok(NetReport { leases, answering, paused, farm, window, agent, sizes, kernel })
+}
+
+/// Starts `config` with the guest agent's channel and asks guest-ping every 20 ms (QEMU holds
+/// what is written before the guest opens the port) until the first answer: the time from
+/// QEMU's start, the VM and the connected client.
+fn first_ping(
+    mut config: VmConfig,
+) -> Result<(Duration, qemu::Vm, std::os::unix::net::UnixStream)> {
+    use std::io::{Read, Write};
+    let socket = qemu::socket_name("qga");
+    config.extra.extend(qemu::agent_channel(&socket));
+    let start = Instant::now();
+    let mut vm = qemu::Vm::start(&config)?;
+    let mut client = qemu::connect(&socket, || Ok(()))?;
+    client.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let mut heard = Vec::new();
+    loop {
+        client.write_all(b"{\"execute\":\"guest-ping\"}\n")?;
+        let mut buffer = [0u8; 512];
+        match client.read(&mut buffer) {
+            Ok(n) => heard.extend_from_slice(&buffer[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e).context("reading the agent's socket"),
+        }
+        if heard.windows(15).any(|w| w == b"{\"return\": {}}") {
+            return Ok((start.elapsed(), vm, client));
+        }
+        vm.check_running()?;
+        if start.elapsed() > LEASE_TIMEOUT {
+            bail!("{}: no guest-ping answered within {LEASE_TIMEOUT:?}", vm.description());
+        }
+    }
 }
 
 /// Starts `config` with `path`'s card on `network` and MAC `mac`: from QEMU's start to the
@@ -355,6 +432,31 @@ impl NetReport {
             f.idle_total * 100.0,
             thousands(f.mean_rss_kib)
         );
+        let _ = writeln!(
+            md,
+            "\nThe guest agent (a virtserialport named org.qemu.guest_agent.0, no card, tcg): \
+             QEMU's start to the first answered guest-ping; then idle with a client connected \
+             and quiet, over {:?}, beside the paused VM above:\n",
+            self.window
+        );
+        let _ = writeln!(
+            md,
+            "| boot path | first guest-ping, median | min | max | CPU (% of a core) | wake-ups per second | within 1/s of the paused VM |"
+        );
+        let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+        for a in &self.agent {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.3}% | {:.1} | {} |",
+                a.path.name().split(", ").take(2).collect::<Vec<_>>().join(", "),
+                ms(a.first_ping.median),
+                ms(a.first_ping.min),
+                ms(a.first_ping.max),
+                a.idle.cpu * 100.0,
+                a.idle.wakeups,
+                if self.at_floor(a.idle) { "met" } else { "missed" }
+            );
+        }
         let z = &self.sizes;
         let _ = writeln!(
             md,
@@ -405,6 +507,18 @@ impl NetReport {
                 )
             })
             .collect();
+        let agent: Vec<String> = self
+            .agent
+            .iter()
+            .map(|a| {
+                format!(
+                    r#"{{"path": "{}", "first_guest_ping": {}, "idle": {}}}"#,
+                    a.path.name(),
+                    a.first_ping.json(),
+                    cost_json(a.idle)
+                )
+            })
+            .collect();
         let f = &self.farm;
         let sized = |list: &[(String, u64)]| {
             let items: Vec<String> =
@@ -412,9 +526,10 @@ impl NetReport {
             items.join(", ")
         };
         format!(
-            r#"{{"leases": [{}], "answering": [{}], "paused_with_card": {}, "farm": {{"vms": {}, "all_leased_ms": {:.1}, "idle_core_share": {:.6}, "mean_rss_kib": {}}}, "kernel_bytes": {}, "by_crate": [{}], "by_module": [{}]}}"#,
+            r#"{{"leases": [{}], "answering": [{}], "agent": [{}], "paused_with_card": {}, "farm": {{"vms": {}, "all_leased_ms": {:.1}, "idle_core_share": {:.6}, "mean_rss_kib": {}}}, "kernel_bytes": {}, "by_crate": [{}], "by_module": [{}]}}"#,
             leases.join(", "),
             answering.join(", "),
+            agent.join(", "),
             cost_json(self.paused),
             f.vms,
             f.all_leased.as_secs_f64() * 1000.0,

@@ -16,8 +16,7 @@ use crate::domain::image::DEFAULT_MESSAGE;
 use crate::infra::qemu::{self, Bus, Firmware, NetBackend, Nic, Vm, VmConfig};
 use crate::infra::tools;
 
-/// The port's name, as every client looks for it.
-pub(super) const PORT: &str = "org.qemu.guest_agent.0";
+use qemu::AGENT_PORT as PORT;
 /// The MAC QEMU gives user networking's card.
 const MAC: &str = "52:54:00:12:34:56";
 /// How long one reply may take (a TCG VM beside others on 2 cores).
@@ -107,17 +106,7 @@ impl Channel {
 fn agent_vm(mut config: VmConfig, socket: &str) -> VmConfig {
     config.nic =
         Some(Nic { model: None, backend: NetBackend::User { forward_to: None }, mac: None });
-    config.extra.extend(
-        [
-            "-chardev",
-            &format!("socket,id=qga0,path={socket},abstract=on,server=on,wait=off"),
-            "-device",
-            "virtio-serial-pci,id=serial0",
-            "-device",
-            &format!("virtserialport,bus=serial0.0,chardev=qga0,id=channel0,name={PORT}"),
-        ]
-        .map(Into::into),
-    );
+    config.extra.extend(qemu::agent_channel(socket));
     config
 }
 

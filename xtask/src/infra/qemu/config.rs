@@ -43,6 +43,23 @@ pub const UEFI_MEMORY_MIB: u32 = 128;
 
 /// The message as it stands on COM1 under OVMF: after the firmware's own text (and its console
 /// copy of the message), as a line of its own.
+/// The guest agent's port as libvirt and Proxmox give it: `org.qemu.guest_agent.0` on a
+/// virtio-serial controller (with an `id`, so that QEMU reports the guest opening it as
+/// VSERPORT_CHANGE), on the abstract socket `socket`, where QEMU listens.
+pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
+pub fn agent_channel(socket: &str) -> Vec<OsString> {
+    [
+        "-chardev".to_string(),
+        format!("socket,id=qga0,path={socket},abstract=on,server=on,wait=off"),
+        "-device".into(),
+        "virtio-serial-pci,id=serial0".into(),
+        "-device".into(),
+        format!("virtserialport,bus=serial0.0,chardev=qga0,id=channel0,name={AGENT_PORT}"),
+    ]
+    .map(Into::into)
+    .to_vec()
+}
+
 pub fn uefi_line(message: &str) -> String {
     format!("\r\n{message}\r\n")
 }
