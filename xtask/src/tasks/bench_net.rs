@@ -320,7 +320,8 @@ fn first_ping(
                 ) => {}
             Err(e) => return Err(e).context("reading the agent's socket"),
         }
-        if heard.windows(15).any(|w| w == b"{\"return\": {}}") {
+        const ANSWER: &[u8] = b"{\"return\": {}}";
+        if heard.windows(ANSWER.len()).any(|w| w == ANSWER) {
             return Ok((start.elapsed(), vm, client));
         }
         vm.check_running()?;

@@ -244,6 +244,13 @@ fn assert_answers_the_agent(config: VmConfig) {
         lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect::<Vec<_>>()
     );
 
+    // With the channel open and the client quiet the VM idles (the port's interrupt wakes
+    // it, nothing else does), and COM1 still echoes.
+    let share = qemu::cpu_shares(std::slice::from_mut(&mut vm), IDLE_WINDOW).unwrap()[0];
+    assert!(share < IDLE_LIMIT, "{what}: {:.1}% of a core with the channel open", share * 100.0);
+    vm.type_serial(b"agent?").unwrap();
+    vm.wait_for(b"agent?", REPLY_TIMEOUT).unwrap();
+
     // guest-shutdown: no reply, the VM off within POWER_OFF_LIMIT (the lease given back first).
     assert_all_power_off_now(std::slice::from_mut(&mut vm), |_| {
         agent.send(br#"{"execute":"guest-shutdown"}"#);
@@ -272,4 +279,34 @@ fn under_ovmf_the_net_qcow2_answers_the_guest_agent_and_powers_off_on_its_shutdo
 fn net_qcow2(bus: Bus) -> VmConfig {
     let image = env_dir(crate::tasks::test::IMAGES_ENV).join(Family::Net.file_name(Format::Qcow2));
     tcg(Format::Qcow2.vm_config(&image, bus))
+}
+
+/// The PVH kernel on q35 with the agent's port but no card and no COM1 (`-nic none -serial
+/// none`): the agent answers alone, reports `lo` only, and guest-shutdown powers the VM off.
+#[test]
+#[ignore = "boot test: run with `cargo xtask test`"]
+fn without_a_card_or_com1_the_net_kernel_answers_the_guest_agent_with_lo_alone() {
+    let image = env_dir(crate::tasks::test::IMAGES_ENV).join(Family::Net.file_name(Format::Pvh));
+    let mut config = tcg(VmConfig::new(&image, qemu::Boot::Kernel, "q35"));
+    config.serial = qemu::Serial::None;
+    let socket = qemu::socket_name("qga");
+    config.extra.extend(qemu::agent_channel(&socket));
+    let mut vm = Vm::start(&config).unwrap();
+    let what = vm.description().to_string();
+    let mut agent = Channel::new(qemu::connect(&socket, || Ok(())).unwrap(), &what);
+    wait_for_open_port(&mut vm);
+    agent.sync(1);
+    let interfaces = agent.ask(r#"{"execute":"guest-network-get-interfaces"}"#);
+    assert!(
+        interfaces.starts_with(r#"{"return": [{"name": "lo", "#)
+            && interfaces.ends_with(r#""hardware-address": "00:00:00:00:00:00"}]}"#),
+        "{what}: {interfaces}"
+    );
+    assert_eq!(
+        agent.ask(r#"{"execute":"guest-get-host-name"}"#),
+        r#"{"return": {"host-name": "vm512"}}"#
+    );
+    assert_all_power_off_now(std::slice::from_mut(&mut vm), |_| {
+        agent.send(b"{\"execute\":\"guest-shutdown\",\"arguments\":{\"mode\":\"powerdown\"}}\n");
+    });
 }
