@@ -227,6 +227,16 @@ fn assert_answers_the_agent(config: VmConfig) {
     let answer = agent.ask(&long);
     assert!(answer.contains("JSON token size limit exceeded"), "{what}: 1 MiB line: {answer}");
     agent.sync(78);
+    // A flood: 500 commands in one write, each answered, in order, nothing lost.
+    const FLOOD: usize = 500;
+    let flood: String = (0..FLOOD)
+        .map(|i| format!("{{\"execute\":\"guest-sync\",\"arguments\":{{\"id\":{i}}}}}\n"))
+        .collect();
+    agent.send(flood.as_bytes());
+    for i in 0..FLOOD {
+        let answer = agent.line(REPLY_TIMEOUT);
+        assert_eq!(answer, format!("{{\"return\": {i}}}").as_bytes(), "{what}: flood reply {i}");
+    }
 
     // Proxmox: 0xFF, guest-sync-delimited and the command in one write; it skips to the 0xFF
     // before the sync's reply, then reads the command's.
