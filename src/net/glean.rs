@@ -32,6 +32,12 @@ const IPV4_DESTINATION: usize = ETHERNET + 16;
 const IPV6_SOURCE: usize = ETHERNET + 8;
 const IPV6_DESTINATION: usize = ETHERNET + 24;
 const IPV6_HEADER: usize = 40;
+/// IPv4's shortest header and its protocol field; UDP, and DHCP's ports.
+const IPV4_HEADER: usize = 20;
+const IPV4_PROTOCOL: usize = ETHERNET + 9;
+const UDP: u8 = 17;
+const DHCP_SERVER_PORT: u8 = 67;
+const DHCP_CLIENT_PORT: u8 = 68;
 const IPV6_NEXT_HEADER: usize = ETHERNET + 6;
 /// ICMPv6, and its neighbour discovery messages: router solicitation to redirect.
 const ICMPV6: u8 = 58;
@@ -54,6 +60,9 @@ pub struct Gleaner {
     pub mac: [u8; 6],
     pub ipv4: Option<[u8; 4]>,
     pub ipv6: [Option<[u8; 16]>; 3],
+    /// The IPv4 address and MAC of the last DHCP server (or relay agent) that wrote to the VM:
+    /// where the release goes, if that is the server the lease names.
+    pub dhcp_server: Option<([u8; 4], [u8; 6])>,
     senders: [Sender; SENDERS],
 }
 
@@ -75,6 +84,7 @@ impl Gleaner {
             self.senders = [Sender::default(); SENDERS];
             return None;
         }
+        self.note_dhcp_server(ethertype, frame);
         if frame[..6] != self.mac {
             return None;
         }
@@ -115,6 +125,27 @@ impl Gleaner {
             false => self.neighbour_advert(&mut lesson, mac, address, frame)?,
         };
         Some((lesson, length))
+    }
+
+    /// Notes the sender of a DHCP server's message (UDP from port 67 to port 68).
+    fn note_dhcp_server(&mut self, ethertype: u16, frame: &[u8]) {
+        if EthernetProtocol::from(ethertype) != EthernetProtocol::Ipv4
+            || frame.len() < ETHERNET + IPV4_HEADER
+            || frame[IPV4_PROTOCOL] != UDP
+            || frame[6] & 1 != 0
+        {
+            return;
+        }
+        let udp = ETHERNET + usize::from(frame[ETHERNET] & 0x0F) * 4;
+        let Some(ports) = frame.get(udp..udp + 4) else { return };
+        if ports == [0, DHCP_SERVER_PORT, 0, DHCP_CLIENT_PORT] {
+            let (Ok(address), Ok(mac)) =
+                (frame[IPV4_SOURCE..IPV4_SOURCE + 4].try_into(), frame[6..12].try_into())
+            else {
+                return;
+            };
+            self.dhcp_server = Some((address, mac));
+        }
     }
 
     /// "`address` is at `mac`", as an ARP reply to the VM.

@@ -17,11 +17,13 @@ pub mod http;
 pub mod text;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
-use smoltcp::socket::{dhcpv4, tcp, udp};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress, IpAddress, IpCidr, IpEndpoint,
-    Ipv4Address, Ipv6Address,
+    DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, Ipv6Address,
+    UdpPacket, UdpRepr,
 };
 
 use crate::clock::Clock;
@@ -49,7 +51,10 @@ const FRAMES_PER_TURN: usize = 32;
 /// DHCP's ports.
 const DHCP_SERVER_PORT: u16 = 67;
 const DHCP_CLIENT_PORT: u16 = 68;
-/// How long the release may take to leave (resolving the server's MAC first, at worst).
+/// Ethernet's and UDP's headers.
+const ETHERNET_HEADER: usize = 14;
+const UDP_HEADER: usize = 8;
+/// How long the release may take to leave.
 const RELEASE_WAIT_US: u64 = 300_000;
 /// DHCPDISCOVER's retransmissions: every 2 s at first, the wait doubling up to 32 s while no
 /// server answers (RFC 2131, 4.1, asks for a randomised exponential backoff; a first DISCOVER
@@ -61,22 +66,21 @@ const HOST_NAME_OPTION: u8 = 12;
 /// The most IPv6 addresses shown (link-local and SLAAC).
 const MAX_SHOWN: usize = 3;
 
-/// The sockets: DHCP, the web, and the one that sends the release.
-const SOCKETS: usize = 2 + WEB;
+/// The sockets: DHCP and the web. (The release is a frame of its own: no UDP socket, whose
+/// code would cost some 3 KB.)
+const SOCKETS: usize = 1 + WEB;
 
 /// Static storage for the stack, handed out once by [`Network::start`]. All zeros, so that it
 /// costs the image no bytes (the socket slots and the DHCP option are set up at start).
 struct Storage {
     web_rx: [[u8; WEB_BUFFER]; WEB],
     web_tx: [[u8; WEB_BUFFER]; WEB],
-    release_tx: [u8; 576],
     host_name: Text<18>,
 }
 
 static mut STORAGE: Storage = Storage {
     web_rx: [[0; WEB_BUFFER]; WEB],
     web_tx: [[0; WEB_BUFFER]; WEB],
-    release_tx: [0; 576],
     host_name: Text::new(),
 };
 
@@ -87,7 +91,6 @@ static mut SOCKET_SLOTS: core::mem::MaybeUninit<[SocketStorage<'static>; SOCKETS
     core::mem::MaybeUninit::uninit();
 static mut OPTIONS: [smoltcp::wire::DhcpOption<'static>; 1] =
     [smoltcp::wire::DhcpOption { kind: HOST_NAME_OPTION, data: &[] }];
-static mut RELEASE_META: [[udp::PacketMetadata; 1]; 2] = [[udp::PacketMetadata::EMPTY; 1]; 2];
 
 /// The socket slots, each emptied in place (one store each, not a copy of a 2.8 KB template).
 ///
@@ -123,7 +126,6 @@ pub struct Network {
     web_since: [Option<u64>; WEB],
     /// Whether each connection has had its answer.
     web_answered: [bool; WEB],
-    release: SocketHandle,
     lease: Option<Lease>,
     /// The senders taught to the stack, and the VM's addresses it needs for that.
     gleaner: glean::Gleaner,
@@ -154,19 +156,12 @@ impl Network {
 
         // SAFETY: called once (the core starts its service once); from here on the storage is
         // the stack's alone.
-        let (Storage { web_rx, web_tx, release_tx, host_name }, slots, options, meta) = unsafe {
-            (
-                &mut *(&raw mut STORAGE),
-                empty_slots(),
-                &mut *(&raw mut OPTIONS),
-                &mut *(&raw mut RELEASE_META),
-            )
-        };
+        let (Storage { web_rx, web_tx, host_name }, slots, options) =
+            unsafe { (&mut *(&raw mut STORAGE), empty_slots(), &mut *(&raw mut OPTIONS)) };
         *host_name = text::host_name(mac);
         let host_name: &'static Text<18> = host_name;
         options[0].data = host_name.as_bytes();
         let options: &'static [smoltcp::wire::DhcpOption<'static>] = options;
-        let [release_rx_meta, release_tx_meta] = meta;
         let mut sockets = SocketSet::new(&mut slots[..]);
         let mut dhcp = dhcpv4::Socket::new();
         dhcp.set_outgoing_options(options);
@@ -180,10 +175,6 @@ impl Network {
             let tx = tcp::SocketBuffer::new(&mut tx[..]);
             *handle = sockets.add(tcp::Socket::new(rx, tx));
         }
-        let release = sockets.add(udp::Socket::new(
-            udp::PacketBuffer::new(&mut release_rx_meta[..], &mut [][..]),
-            udp::PacketBuffer::new(&mut release_tx_meta[..], &mut release_tx[..]),
-        ));
         Some(Network {
             nic,
             signal,
@@ -194,7 +185,6 @@ impl Network {
             web,
             web_since: [None; WEB],
             web_answered: [false; WEB],
-            release,
             lease: None,
             gleaner,
             discover_wait_us: FIRST_DISCOVER_WAIT_US,
@@ -437,27 +427,54 @@ impl Network {
             rebind_duration: None,
             additional_options: &[],
         };
-        let mut packet = [0u8; 300];
-        let length = repr.buffer_len().min(packet.len());
-        if repr.emit(&mut DhcpPacket::new_unchecked(&mut packet[..length])).is_err() {
-            return;
-        }
-        let socket = self.sockets.get_mut::<udp::Socket>(self.release);
-        if socket.bind(DHCP_CLIENT_PORT).is_err() {
-            return;
-        }
-        let server = IpEndpoint::new(IpAddress::Ipv4(lease.server), DHCP_SERVER_PORT);
-        if socket.send_slice(&packet[..length], server).is_err() {
-            return;
-        }
+        let dhcp_length = repr.buffer_len();
+        let ip = Ipv4Repr {
+            src_addr: lease.address,
+            dst_addr: lease.server,
+            next_header: IpProtocol::Udp,
+            payload_len: UDP_HEADER + dhcp_length,
+            hop_limit: 64,
+        };
+        let length = ETHERNET_HEADER + ip.buffer_len() + ip.payload_len;
+        // The server's MAC, where its last message came from it; else every MAC on the link
+        // (after a forged DHCP message from another address, or for a relayed lease: a server
+        // on the link takes it as sent to its address all the same).
+        let destination = match self.gleaner.dhcp_server {
+            Some((address, mac)) if address == lease.server.octets() => EthernetAddress(mac),
+            _ => EthernetAddress::BROADCAST,
+        };
         let start = self.clock.now_us();
-        while self.clock.now_us() - start < RELEASE_WAIT_US {
-            let now = self.now();
-            self.turn(now);
-            let socket = self.sockets.get_mut::<udp::Socket>(self.release);
-            if socket.send_queue() == 0 && self.nic.sent_all() {
-                break;
+        while !self.nic.can_send() {
+            if self.clock.now_us() - start >= RELEASE_WAIT_US {
+                return;
             }
+            core::hint::spin_loop();
+        }
+        let mac = EthernetAddress(self.mac);
+        self.nic.send(length, |frame| {
+            let checksums = ChecksumCapabilities::default();
+            let mut ethernet = EthernetFrame::new_unchecked(frame);
+            EthernetRepr {
+                src_addr: mac,
+                dst_addr: destination,
+                ethertype: EthernetProtocol::Ipv4,
+            }
+            .emit(&mut ethernet);
+            let mut packet = Ipv4Packet::new_unchecked(ethernet.payload_mut());
+            ip.emit(&mut packet, &checksums);
+            let mut udp = UdpPacket::new_unchecked(packet.payload_mut());
+            UdpRepr { src_port: DHCP_CLIENT_PORT, dst_port: DHCP_SERVER_PORT }.emit(
+                &mut udp,
+                &lease.address.into(),
+                &lease.server.into(),
+                dhcp_length,
+                |payload| {
+                    let _ = repr.emit(&mut DhcpPacket::new_unchecked(payload));
+                },
+                &checksums,
+            );
+        });
+        while !self.nic.sent_all() && self.clock.now_us() - start < RELEASE_WAIT_US {
             core::hint::spin_loop();
         }
     }

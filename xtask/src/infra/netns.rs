@@ -8,6 +8,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,7 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl PrivateNetwork {
-    /// A new namespace (`vm512-<tag>-<pid>`), its bridge up, dnsmasq serving it; with `dhcp`
+    /// A new namespace (`vm512-<tag><n>-<pid>`), its bridge up, dnsmasq serving it; with `dhcp`
     /// false, no DHCP server at all (the router advertisements still come).
     pub fn create(tag: &str, dhcp: bool) -> Result<PrivateNetwork> {
         PrivateNetwork::create_with(tag, dhcp, true)
@@ -62,7 +63,11 @@ impl PrivateNetwork {
 
     fn create_with(tag: &str, dhcp: bool, address_check: bool) -> Result<PrivateNetwork> {
         sweep_dead();
-        let name = format!("vm512-{tag}-{}", std::process::id());
+        // Tests run in parallel, several with one tag: each network its own name (ending in
+        // the process id, which `sweep_dead` reads).
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("vm512-{tag}{n}-{}", std::process::id());
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name])?;
         let mut network = PrivateNetwork {
@@ -128,17 +133,14 @@ impl PrivateNetwork {
     ///
     /// [`plug`]: Self::plug
     pub fn tap(&self) -> Result<String> {
+        // Numbered across the process: taps of every network are made in this one namespace.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let mut taps = self.taps.lock().unwrap_or_else(|e| e.into_inner());
-        let name =
-            format!("v5{}t{}", std::process::id() % 100_000 * 10 + self.tag_digit(), taps.len());
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("v5{}t{n}", std::process::id() % 100_000);
         ip(&["tuntap", "add", "dev", &name, "mode", "tap"])?;
         taps.push(name.clone());
         Ok(name)
-    }
-
-    /// A digit that keeps two networks of one process from naming a tap alike.
-    fn tag_digit(&self) -> u32 {
-        self.name.bytes().map(u32::from).sum::<u32>() % 10
     }
 
     /// [`plug`](Self::plug)s `tap` once process `pid` has it open. A VMM that opens its tap
@@ -366,7 +368,7 @@ impl PrivateNetwork {
 }
 
 /// Deletes the namespaces of test processes that are gone (killed before their networks were
-/// dropped): `vm512-<tag>-<pid>` with no process `<pid>`. Their dnsmasq died with them (the
+/// dropped): `vm512-<tag><n>-<pid>` with no process `<pid>`. Their dnsmasq died with them (the
 /// process guard's parent-death signal); their taps went with the namespace.
 fn sweep_dead() {
     let Ok(out) = process::output(Command::new("ip").args(["netns", "list"])) else { return };

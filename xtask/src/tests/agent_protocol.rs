@@ -142,19 +142,7 @@ fn guest_info_lists_every_command_enabled() {
         "{{\"return\": {{\"version\": \"{}\", \"supported_commands\": [",
         env!("CARGO_PKG_VERSION")
     )));
-    let required = [
-        "guest-ping",
-        "guest-get-time",
-        "guest-info",
-        "guest-shutdown",
-        "guest-network-get-interfaces",
-        "guest-get-fsinfo",
-        "guest-get-host-name",
-        "guest-get-users",
-        "guest-get-timezone",
-        "guest-get-osinfo",
-    ];
-    for name in required {
+    for name in super::agent::KUBEVIRT_REQUIRED {
         let entry = format!("{{\"enabled\": true, \"name\": \"{name}\", \"success-response\": ");
         assert!(info.contains(&entry), "{name} in {info}");
     }

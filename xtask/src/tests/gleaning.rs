@@ -117,3 +117,39 @@ fn no_frame_gives_a_lesson_twice_in_a_row() {
         }
     }
 }
+
+/// A DHCP server's message (UDP from 67 to 68) from `source`, with an IPv4 header of
+/// `header_words` words, to the VM.
+fn dhcp_from(source: [u8; 6], from_port: u8, to_port: u8, header_words: u8) -> Vec<u8> {
+    let mut frame = VM.to_vec();
+    frame.extend_from_slice(&source);
+    frame.extend_from_slice(&[8, 0, 0x40 | header_words, 0, 1, 0x2C, 0, 0, 0, 0, 64, 17, 0, 0]);
+    frame.extend_from_slice(&[192, 0, 2, 1]);
+    frame.extend_from_slice(&VM_V4);
+    frame.resize(frame.len() + (usize::from(header_words) - 5) * 4, 0);
+    frame.extend_from_slice(&[0, from_port, 0, to_port, 1, 0x18, 0, 0]);
+    frame.resize(frame.len() + 272, 0);
+    frame
+}
+
+/// The release goes where the server's messages came from: the gleaner keeps the address and
+/// MAC of the last one (past IPv4 options too), and not of a client's message, of a multicast
+/// source, or of a frame cut short.
+#[test]
+fn the_dhcp_servers_mac_is_kept_from_its_last_message() {
+    let mut gleaner = Gleaner::new(VM);
+    let server = [0x52, 0x54, 0, 0, 7, 7];
+    for frame in [
+        dhcp_from(server, 68, 67, 5),
+        dhcp_from([0x53, 0x54, 0, 0, 7, 7], 67, 68, 5),
+        dhcp_from(server, 67, 68, 5)[..14 + 20 + 2].to_vec(),
+    ] {
+        gleaner.lesson(&frame, 0);
+        assert_eq!(gleaner.dhcp_server, None, "{frame:02x?}");
+    }
+    gleaner.lesson(&dhcp_from(server, 67, 68, 5), 0);
+    assert_eq!(gleaner.dhcp_server, Some(([192, 0, 2, 1], server)));
+    let relay = [0x52, 0x54, 0, 0, 8, 8];
+    gleaner.lesson(&dhcp_from(relay, 67, 68, 7), 0);
+    assert_eq!(gleaner.dhcp_server, Some(([192, 0, 2, 1], relay)));
+}

@@ -130,30 +130,31 @@ fn boot_and_shut_down(recipe: &Recipe) {
     let asked = Instant::now();
     libvirt::virsh(&["shutdown", domain.name()])
         .unwrap_or_else(|error| panic!("{}", report(format!("{error:#}"))));
-    loop {
-        let state = domain.state().unwrap_or_else(|error| format!("{error:#}"));
-        if state.starts_with("shut off") {
-            assert_eq!(
-                state,
-                "shut off (shutdown)",
-                "{}",
-                report("off, but not by the guest".into())
-            );
-            break;
-        }
-        assert!(
-            asked.elapsed() < SHUT_OFF_TIMEOUT,
-            "{}",
-            report(format!("not shut off {SHUT_OFF_TIMEOUT:?} after virsh shutdown"))
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_shut_off(&domain, asked, "virsh shutdown", &report);
     eprintln!(
         "libvirt {}: the line {line:.1?} after virt-install started, shut off {:.1?} after virsh \
          shutdown",
         recipe.label,
         asked.elapsed()
     );
+}
+
+/// Waits until `domain` is shut off, by the guest's own doing, within SHUT_OFF_TIMEOUT of
+/// `asked` (when `how` asked it to); a failure says so through `report`.
+fn wait_shut_off(domain: &Domain, asked: Instant, how: &str, report: &dyn Fn(String) -> String) {
+    loop {
+        let state = domain.state().unwrap_or_else(|error| format!("{error:#}"));
+        if state.starts_with("shut off") {
+            assert_eq!(state, "shut off (shutdown)", "{}", report("off, not by the guest".into()));
+            return;
+        }
+        assert!(
+            asked.elapsed() < SHUT_OFF_TIMEOUT,
+            "{}",
+            report(format!("not shut off {SHUT_OFF_TIMEOUT:?} after {how}"))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// What COM1 has carried so far (the file libvirt writes it to).
@@ -377,19 +378,7 @@ fn the_net_qcow2_answers_libvirts_guest_agent_client_and_shuts_down_through_it()
     let asked = Instant::now();
     libvirt::virsh(&["shutdown", "--mode", "agent", domain.name()])
         .unwrap_or_else(|error| panic!("{}", report(format!("{error:#}"))));
-    loop {
-        let state = domain.state().unwrap_or_else(|error| format!("{error:#}"));
-        if state.starts_with("shut off") {
-            assert_eq!(state, "shut off (shutdown)", "{}", report("off, not by the guest".into()));
-            break;
-        }
-        assert!(
-            asked.elapsed() < SHUT_OFF_TIMEOUT,
-            "{}",
-            report(format!("not shut off {SHUT_OFF_TIMEOUT:?} after shutdown --mode agent"))
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_shut_off(&domain, asked, "virsh shutdown --mode agent", &report);
     eprintln!(
         "libvirt agent: guest-ping answered {:.1?} after virt-install returned; shut off {:.1?} after \
          virsh shutdown --mode agent",
