@@ -376,8 +376,16 @@ fn the_net_qcow2_answers_libvirts_guest_agent_client_and_shuts_down_through_it()
     assert!(seconds.abs_diff(now.as_secs()) < 120, "{}", report(format!("domtime: {time}")));
 
     let asked = Instant::now();
-    libvirt::virsh(&["shutdown", "--mode", "agent", domain.name()])
-        .unwrap_or_else(|error| panic!("{}", report(format!("{error:#}"))));
+    // libvirt 9.0 answers guest-shutdown's wait when QEMU reports the guest's SHUTDOWN, then
+    // destroys QEMU at once; on a loaded host the waiting call can wake only after the agent's
+    // socket has closed, and virsh then says "End of file from agent socket" (seen once in a
+    // CI run here, the domain shut off all the same). That one error is libvirt's race; the
+    // domain must still be shut off by the guest, and any other error fails.
+    if let Err(error) = libvirt::virsh(&["shutdown", "--mode", "agent", domain.name()]) {
+        let error = format!("{error:#}");
+        assert!(error.contains("End of file from agent socket"), "{}", report(error.clone()));
+        eprintln!("libvirt agent: virsh shutdown --mode agent raced QEMU's end: {error}");
+    }
     wait_shut_off(&domain, asked, "virsh shutdown --mode agent", &report);
     eprintln!(
         "libvirt agent: guest-ping answered {:.1?} after virt-install returned; shut off {:.1?} after \
